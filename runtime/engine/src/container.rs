@@ -1,0 +1,435 @@
+//! The OCI lifecycle verbs (create, start, state, kill, delete, pause, resume, list) on top of
+//! libcontainer, with the checks and clean-up libcontainer leaves to its caller.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use oci_spec::runtime::Spec;
+use tracing::{debug, info_span};
+
+use crate::error::{EngineError, Result};
+use crate::executor::SgrunExecutor;
+use crate::id::validate_id;
+use crate::state::{OciState, Record};
+use crate::validate::{load_config, resolve, validate_spec};
+
+/// Hidden from `list`: private copies of bundles whose config.json sgrun had to adjust.
+const SPEC_FILE: &str = "sgrun-config.json";
+const PRIVATE_BUNDLES: &str = ".sgrun-bundles";
+/// Where containers without a cgroupsPath go. An empty path would make libcgroups' v1 manager
+/// use, and on delete kill, the caller's own cgroup (youki defect 6).
+pub const DEFAULT_CGROUP_PARENT: &str = "/sgrun";
+
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    /// false only for a foreground `run`: the init is then a child of this process.
+    pub detach: bool,
+}
+
+/// Stdio for the container's init, when the caller does not want it to inherit ours.
+#[derive(Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+pub struct Runtime {
+    root: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| EngineError::io("creating state root", &root, e))?;
+        // State holds pids and config of every container: root only.
+        let _ =
+            std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let root = root
+            .canonicalize()
+            .map_err(|e| EngineError::io("resolving state root", &root, e))?;
+        Ok(Runtime { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Load a container, refusing ids that could name anything outside the state root.
+    pub fn load(&self, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        let dir = self.container_dir(id);
+        if !dir.join("state.json").exists() {
+            return Err(EngineError::NotFound {
+                id: id.into(),
+                root: self.root.clone(),
+            });
+        }
+        Container::load(dir).map_err(|source| EngineError::Libcontainer {
+            id: id.into(),
+            action: "load",
+            source,
+        })
+    }
+
+    pub fn record(&self, id: &str) -> Result<Record> {
+        Record::load(&self.container_dir(id), id)
+    }
+
+    /// Validate everything that can be validated, then create. On any failure nothing is left:
+    /// no state directory, cgroup or private bundle.
+    pub fn create(&self, id: &str, opts: &CreateOptions, stdio: Stdio) -> Result<Container> {
+        let _span = info_span!("container", id).entered();
+        validate_id(id)?;
+        if self.container_dir(id).exists() {
+            return Err(EngineError::AlreadyExists {
+                id: id.into(),
+                root: self.root.clone(),
+            });
+        }
+        let bundle = opts
+            .bundle
+            .canonicalize()
+            .map_err(|e| EngineError::Bundle {
+                path: opts.bundle.clone(),
+                reason: format!("cannot open it: {e}"),
+            })?;
+        if !bundle.is_dir() {
+            return Err(EngineError::Bundle {
+                path: bundle,
+                reason: "is not a directory".into(),
+            });
+        }
+        let config_path = bundle.join("config.json");
+        let mut spec = load_config(&config_path)?;
+        validate_spec(&config_path, &bundle, &spec)?;
+        let rootfs = resolve(&bundle, spec.root().as_ref().expect("validated").path());
+        let rootfs = rootfs
+            .canonicalize()
+            .map_err(|e| EngineError::io("resolving rootfs", &rootfs, e))?;
+
+        // Compile seccomp here, in the parent, before any fork: the child only installs it.
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(s) => Some(
+                sgrun_seccomp::compile(s).map_err(|source| EngineError::Seccomp {
+                    id: id.into(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+
+        let (lc_bundle, private_bundle, cgroup_path) =
+            self.effective_bundle(id, &bundle, &rootfs, &mut spec)?;
+
+        let result = self.build(id, opts, stdio, &lc_bundle, seccomp);
+        let container = match result {
+            Ok(c) => c,
+            Err(e) => {
+                self.remove_leftovers(id, private_bundle.as_deref());
+                return Err(e);
+            }
+        };
+        let record = Record {
+            bundle,
+            rootfs,
+            cgroup_path,
+            private_bundle,
+        };
+        let saved = self
+            .save_spec(id, &spec)
+            .and_then(|_| record.save(&self.container_dir(id)));
+        if let Err(e) = saved {
+            let mut c = container;
+            let _ = c.delete(true);
+            self.remove_leftovers(id, record.private_bundle.as_deref());
+            return Err(e);
+        }
+        Ok(container)
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        stdio: Stdio,
+        lc_bundle: &Path,
+        seccomp: Option<sgrun_seccomp::CompiledSeccomp>,
+    ) -> Result<Container> {
+        let lc = |source| EngineError::Libcontainer {
+            id: id.into(),
+            action: "create",
+            source,
+        };
+        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_root_path(&self.root)
+            .map_err(lc)?
+            .with_pid_file(opts.pid_file.as_ref())
+            .map_err(lc)?
+            .with_console_socket(opts.console_socket.as_ref())
+            .with_preserved_fds(opts.preserve_fds)
+            .with_executor(SgrunExecutor { seccomp });
+        if let Some(fd) = stdio.stdin {
+            builder = builder.with_stdin(fd);
+        }
+        if let Some(fd) = stdio.stdout {
+            builder = builder.with_stdout(fd);
+        }
+        if let Some(fd) = stdio.stderr {
+            builder = builder.with_stderr(fd);
+        }
+        builder
+            .as_init(lc_bundle)
+            .with_systemd(false)
+            .with_detach(opts.detach)
+            .with_no_pivot(opts.no_pivot)
+            // libcontainer clones the init as a sibling of its intermediate process, so with
+            // as_sibling(false) the init is a child of this process (a foreground run waits for
+            // it); as_sibling(true) would make it a child of *our* parent.
+            .as_sibling(false)
+            .build()
+            .map_err(lc)
+    }
+
+    /// libcontainer reads config.json from the bundle it is given. When sgrun must adjust the
+    /// config (today: a missing or empty cgroupsPath), it writes the adjusted copy into a
+    /// private bundle under the state root and leaves the caller's bundle untouched.
+    fn effective_bundle(
+        &self,
+        id: &str,
+        bundle: &Path,
+        rootfs: &Path,
+        spec: &mut Spec,
+    ) -> Result<(PathBuf, Option<PathBuf>, PathBuf)> {
+        let linux = spec.linux_mut().as_mut().expect("validated");
+        if let Some(cg) = linux
+            .cgroups_path()
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            return Ok((bundle.to_path_buf(), None, cg.clone()));
+        }
+        let cgroup_path = PathBuf::from(format!("{DEFAULT_CGROUP_PARENT}/{id}"));
+        linux.set_cgroups_path(Some(cgroup_path.clone()));
+        if let Some(root) = spec.root_mut().as_mut() {
+            root.set_path(rootfs.to_path_buf());
+        }
+        let dir = self.root.join(PRIVATE_BUNDLES).join(id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EngineError::io("creating private bundle", &dir, e))?;
+        let cfg = dir.join("config.json");
+        if let Err(e) = spec.save(&cfg) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(EngineError::io(
+                "writing private bundle",
+                &cfg,
+                std::io::Error::other(e.to_string()),
+            ));
+        }
+        debug!(
+            ?cgroup_path,
+            "config.json has no cgroupsPath; using the default"
+        );
+        Ok((dir.clone(), Some(dir), cgroup_path))
+    }
+
+    fn remove_leftovers(&self, id: &str, private_bundle: Option<&Path>) {
+        if let Some(p) = private_bundle {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        let dir = self.container_dir(id);
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// The config.json as it was at create; exec uses it, not the bundle's current one.
+    fn save_spec(&self, id: &str, spec: &Spec) -> Result<()> {
+        let path = self.container_dir(id).join(SPEC_FILE);
+        spec.save(&path).map_err(|e| {
+            EngineError::io("saving config", &path, std::io::Error::other(e.to_string()))
+        })
+    }
+
+    pub fn saved_spec(&self, id: &str) -> Result<Spec> {
+        let path = self.container_dir(id).join(SPEC_FILE);
+        crate::validate::load_config(&path)
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        let _span = info_span!("container", id).entered();
+        let mut c = self.load(id)?;
+        if c.status() != ContainerStatus::Created {
+            return Err(EngineError::wrong_status(
+                id,
+                c.status(),
+                "start",
+                "created",
+            ));
+        }
+        c.start().map_err(|source| EngineError::Libcontainer {
+            id: id.into(),
+            action: "start",
+            source,
+        })
+    }
+
+    pub fn state(&self, id: &str) -> Result<OciState> {
+        let c = self.load(id)?;
+        let record = self.record(id)?;
+        Ok(oci_state(&c, &record))
+    }
+
+    pub fn list(&self) -> Result<Vec<OciState>> {
+        let mut out = Vec::new();
+        let entries =
+            std::fs::read_dir(&self.root).map_err(|e| EngineError::io("listing", &self.root, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            // A container being created or deleted right now may be half there: skip it.
+            if let (Ok(c), Ok(r)) = (self.load(&name), self.record(&name)) {
+                out.push(oci_state(&c, &r));
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
+        let _span = info_span!("container", id).entered();
+        let mut c = self.load(id)?;
+        match c.status() {
+            ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused => {}
+            ContainerStatus::Stopped if all => {}
+            s => {
+                return Err(EngineError::wrong_status(
+                    id,
+                    s,
+                    "kill",
+                    "created, running or paused",
+                ))
+            }
+        }
+        c.kill(signal, all)
+            .map_err(|source| EngineError::Libcontainer {
+                id: id.into(),
+                action: "kill",
+                source,
+            })
+    }
+
+    /// Delete a container. `force` kills a running one first; a missing container is not an
+    /// error with `force` (containerd relies on that, as with runc).
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let _span = info_span!("container", id).entered();
+        let mut c = match self.load(id) {
+            Ok(c) => c,
+            Err(EngineError::NotFound { .. }) if force => {
+                validate_id(id)?;
+                self.remove_leftovers(id, Some(&self.root.join(PRIVATE_BUNDLES).join(id)));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if !force
+            && matches!(
+                c.status(),
+                ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Creating
+            )
+        {
+            return Err(EngineError::wrong_status(
+                id,
+                c.status(),
+                "delete without --force",
+                "stopped or created",
+            ));
+        }
+        if c.status() == ContainerStatus::Paused {
+            // A frozen cgroup delivers SIGKILL only once thawed.
+            let _ = c.resume();
+        }
+        let private = self.record(id).ok().and_then(|r| r.private_bundle);
+        c.delete(force)
+            .map_err(|source| EngineError::Libcontainer {
+                id: id.into(),
+                action: "delete",
+                source,
+            })?;
+        if let Some(p) = private {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        Ok(())
+    }
+
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let mut c = self.load(id)?;
+        if c.status() != ContainerStatus::Running {
+            return Err(EngineError::wrong_status(
+                id,
+                c.status(),
+                "pause",
+                "running",
+            ));
+        }
+        c.pause().map_err(|source| EngineError::Libcontainer {
+            id: id.into(),
+            action: "pause",
+            source,
+        })
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let mut c = self.load(id)?;
+        if c.status() != ContainerStatus::Paused {
+            return Err(EngineError::wrong_status(
+                id,
+                c.status(),
+                "resume",
+                "paused",
+            ));
+        }
+        c.resume().map_err(|source| EngineError::Libcontainer {
+            id: id.into(),
+            action: "resume",
+            source,
+        })
+    }
+}
+
+fn oci_state(c: &Container, record: &Record) -> OciState {
+    let status = c.status();
+    OciState {
+        oci_version: "1.0.2".into(),
+        id: c.id().to_string(),
+        pid: match status {
+            ContainerStatus::Stopped => 0,
+            _ => c.pid().map(|p| p.as_raw()).unwrap_or(0),
+        },
+        status: status.to_string(),
+        bundle: record.bundle.clone(),
+        rootfs: record.rootfs.clone(),
+        created: c
+            .created()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .unwrap_or_default(),
+        owner: String::new(),
+        annotations: c.state.annotations.clone().filter(|a| !a.is_empty()),
+    }
+}
