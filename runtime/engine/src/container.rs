@@ -422,7 +422,7 @@ fn oci_state(c: &Container, record: &Record) -> OciState {
             ContainerStatus::Stopped => 0,
             _ => c.pid().map(|p| p.as_raw()).unwrap_or(0),
         },
-        status: status.to_string(),
+        status: crate::error::status_name(status).into(),
         bundle: record.bundle.clone(),
         rootfs: record.rootfs.clone(),
         created: c

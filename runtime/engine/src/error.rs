@@ -137,10 +137,21 @@ impl EngineError {
     ) -> Self {
         EngineError::WrongStatus {
             id: id.to_string(),
-            status: status.to_string(),
+            status: status_name(status).into(),
             action,
             needed,
         }
+    }
+}
+
+/// Status names as runc prints them.
+pub fn status_name(s: ContainerStatus) -> &'static str {
+    match s {
+        ContainerStatus::Creating => "creating",
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Stopped => "stopped",
+        ContainerStatus::Paused => "paused",
     }
 }
 

@@ -344,11 +344,13 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
         } else {
             format!("CAP_{}", name.to_ascii_uppercase())
         };
-        let cap =
-            oci_spec::runtime::Capability::from_str(&norm).map_err(|_| EngineError::Exec {
-                id: id.into(),
-                message: format!("--cap {name:?}: unknown capability"),
-            })?;
+        let cap = serde_json::from_value::<oci_spec::runtime::Capability>(
+            serde_json::Value::String(norm.clone()),
+        )
+        .map_err(|_| EngineError::Exec {
+            id: id.into(),
+            message: format!("--cap {name:?}: unknown capability"),
+        })?;
         if !bounding.contains(&cap) {
             return Err(EngineError::Exec { id: id.into(), message: format!("--cap {norm}: not in the container's bounding set; exec cannot grant more than the container has") });
         }
@@ -383,7 +385,10 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
             if let Some(extra) = s.iter().find(|c| !bounding.contains(c)) {
                 return Err(EngineError::Exec {
                     id: id.into(),
-                    message: format!("capability {extra} is not in the container's bounding set"),
+                    message: format!(
+                        "capability {} is not in the container's bounding set",
+                        cap_name(extra)
+                    ),
                 });
             }
         }
@@ -399,6 +404,14 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
         }
     }
     Ok(p)
+}
+
+/// `CAP_KILL` for Capability::Kill (oci-spec's Display prints the variant name instead).
+pub fn cap_name(c: &oci_spec::runtime::Capability) -> String {
+    match serde_json::to_value(c) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{c:?}"),
+    }
 }
 
 fn has_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
@@ -453,7 +466,7 @@ fn prepare(
         let conv = |s: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
             s.iter()
                 .flatten()
-                .filter_map(|c| caps::Capability::from_str(&c.to_string()).ok())
+                .filter_map(|c| caps::Capability::from_str(&cap_name(c)).ok())
                 .collect()
         };
         CapSets {
@@ -603,10 +616,12 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
         );
     }
     if let Some(c) = &p.caps {
+        // capset keeps effective within permitted at every step, and the inheritable set may
+        // only grow while CAP_SETPCAP is effective: inheritable, then effective, then permitted.
         for (set, which) in [
-            (&c.permitted, caps::CapSet::Permitted),
             (&c.inheritable, caps::CapSet::Inheritable),
             (&c.effective, caps::CapSet::Effective),
+            (&c.permitted, caps::CapSet::Permitted),
         ] {
             if let Err(e) = caps::set(None, which, set) {
                 return format!("setting {which:?} capabilities: {e}");
@@ -616,9 +631,9 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
             return format!("clearing ambient capabilities: {e}");
         }
         for cap in &c.ambient {
-            if let Err(e) = caps::raise(None, caps::CapSet::Ambient, *cap) {
-                return format!("raising ambient {cap}: {e}");
-            }
+            // As runc and the container's init: an ambient capability that cannot be raised
+            // (not inheritable) is a privilege not granted, never a protection lost.
+            let _ = caps::raise(None, caps::CapSet::Ambient, *cap);
         }
     } else if p.uid == 0 {
         // No capabilities in config.json means none, as runc: clear them all.
