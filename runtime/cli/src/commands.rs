@@ -517,7 +517,7 @@ fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources>
         None => LinuxResources::default(),
     };
     if a.memory.is_some() || a.memory_reservation.is_some() || a.memory_swap.is_some() {
-        let mut m = r.memory().clone().unwrap_or_default();
+        let mut m = r.memory().unwrap_or_default();
         if let Some(v) = &a.memory {
             m.set_limit(Some(parse_bytes("--memory", v)?));
         }

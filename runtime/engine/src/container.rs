@@ -82,7 +82,7 @@ impl Runtime {
         Container::load(dir).map_err(|source| EngineError::Libcontainer {
             id: id.into(),
             action: "load",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -127,7 +127,7 @@ impl Runtime {
             Some(s) => Some(
                 sgrun_seccomp::compile(s).map_err(|source| EngineError::Seccomp {
                     id: id.into(),
-                    source,
+                    source: Box::new(source),
                 })?,
             ),
             None => None,
@@ -173,7 +173,7 @@ impl Runtime {
         let lc = |source| EngineError::Libcontainer {
             id: id.into(),
             action: "create",
-            source,
+            source: Box::new(source),
         };
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(&self.root)
@@ -284,7 +284,7 @@ impl Runtime {
         c.start().map_err(|source| EngineError::Libcontainer {
             id: id.into(),
             action: "start",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -331,7 +331,7 @@ impl Runtime {
             .map_err(|source| EngineError::Libcontainer {
                 id: id.into(),
                 action: "kill",
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -370,7 +370,7 @@ impl Runtime {
             .map_err(|source| EngineError::Libcontainer {
                 id: id.into(),
                 action: "delete",
-                source,
+                source: Box::new(source),
             })?;
         if let Some(p) = private {
             let _ = std::fs::remove_dir_all(p);
@@ -391,7 +391,7 @@ impl Runtime {
         c.pause().map_err(|source| EngineError::Libcontainer {
             id: id.into(),
             action: "pause",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -408,7 +408,7 @@ impl Runtime {
         c.resume().map_err(|source| EngineError::Libcontainer {
             id: id.into(),
             action: "resume",
-            source,
+            source: Box::new(source),
         })
     }
 }

@@ -59,7 +59,7 @@ pub enum EngineError {
     Seccomp {
         id: String,
         #[source]
-        source: sgrun_seccomp::SeccompError,
+        source: Box<sgrun_seccomp::SeccompError>,
     },
 
     #[error("libcontainer failed to {action} container {id:?}")]
@@ -67,7 +67,7 @@ pub enum EngineError {
         id: String,
         action: &'static str,
         #[source]
-        source: libcontainer::error::LibcontainerError,
+        source: Box<libcontainer::error::LibcontainerError>,
     },
 
     #[error("cgroup of container {id:?} ({path}): {action}")]

@@ -213,13 +213,8 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         return Err(fail(format!("releasing the child: {e}")));
     }
 
-    let master = match pty_parent {
-        Some(sock) => match recv_fd(&sock) {
-            Ok(fd) => Some(fd),
-            Err(_) => None, // the child failed before sending it; its error follows
-        },
-        None => None,
-    };
+    // No fd means the child failed before sending it; its error message follows.
+    let master = pty_parent.and_then(|sock| recv_fd(&sock).ok());
     let mut message = String::new();
     let _ = std::fs::File::from(err_read).read_to_string(&mut message);
     if !message.is_empty() {
@@ -354,16 +349,6 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
         if !bounding.contains(&cap) {
             return Err(EngineError::Exec { id: id.into(), message: format!("--cap {norm}: not in the container's bounding set; exec cannot grant more than the container has") });
         }
-        for set in [
-            caps.effective().clone(),
-            caps.permitted().clone(),
-            caps.ambient().clone(),
-            caps.inheritable().clone(),
-        ]
-        .iter_mut()
-        {
-            set.get_or_insert_with(Default::default).insert(cap);
-        }
         let add = |s: &Option<oci_spec::runtime::Capabilities>| {
             let mut s = s.clone().unwrap_or_default();
             s.insert(cap);
@@ -380,17 +365,18 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
         caps.permitted(),
         caps.inheritable(),
         caps.ambient(),
-    ] {
-        if let Some(s) = set {
-            if let Some(extra) = s.iter().find(|c| !bounding.contains(c)) {
-                return Err(EngineError::Exec {
-                    id: id.into(),
-                    message: format!(
-                        "capability {} is not in the container's bounding set",
-                        cap_name(extra)
-                    ),
-                });
-            }
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(extra) = set.iter().find(|c| !bounding.contains(c)) {
+            return Err(EngineError::Exec {
+                id: id.into(),
+                message: format!(
+                    "capability {} is not in the container's bounding set",
+                    cap_name(extra)
+                ),
+            });
         }
     }
     p.set_capabilities(Some(caps));
@@ -457,7 +443,7 @@ fn prepare(
         Some(s) => Some(
             sgrun_seccomp::compile(s).map_err(|source| EngineError::Seccomp {
                 id: id.into(),
-                source,
+                source: Box::new(source),
             })?,
         ),
         None => None,

@@ -277,7 +277,8 @@ mod tests {
 
     #[test]
     fn semantic_errors_name_their_field() {
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|v| v["ociVersion"] = "2.0.0".into()),
                 "/ociVersion",
