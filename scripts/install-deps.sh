@@ -1,0 +1,37 @@
+#!/bin/bash
+# Install every Debian 12 package that building, testing, benchmarking and the demo need.
+# Idempotent; run as root. Usage: scripts/install-deps.sh [--for build|test|bench|all]
+set -euo pipefail
+what=${2:-all}
+[ "${1:-}" = "--for" ] || what=all
+[ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (apt-get install)" >&2; exit 1; }
+
+build=(gcc libc6-dev pkg-config make jq file)
+# busybox-static: the test rootfs. runc/crun: reference runtimes for comparisons.
+runtime=(busybox-static runc crun iproute2 procps util-linux tmux)
+# The real clients that drive sgrun end to end.
+clients=(containerd podman docker.io)
+# The cgroup-v2 VM: QEMU TCG boots Debian's cloud kernel (fetched with apt-get download).
+vm=(qemu-system-x86 cpio lz4 e2fsprogs)
+bench=(hyperfine time)
+
+pkgs=("${build[@]}")
+case $what in
+    build) ;;
+    test) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}") ;;
+    bench) pkgs+=("${runtime[@]}" "${bench[@]}") ;;
+    all) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${bench[@]}") ;;
+    *) echo "install-deps.sh: unknown --for $what (build, test, bench, all)" >&2; exit 1 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "install-deps.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }
