@@ -6,7 +6,8 @@ what=${2:-all}
 [ "${1:-}" = "--for" ] || what=all
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (apt-get install)" >&2; exit 1; }
 
-build=(gcc libc6-dev pkg-config make jq file)
+# libelf-dev and zlib1g-dev: libbpf (vendored by libbpf-sys) for the cgroup-v2 device filter.
+build=(gcc libc6-dev pkg-config make jq file libelf-dev zlib1g-dev)
 # busybox-static: the test rootfs. runc/crun: reference runtimes for comparisons.
 runtime=(busybox-static runc crun iproute2 procps util-linux tmux)
 # The real clients that drive sgrun end to end.

@@ -218,6 +218,16 @@ pub enum Format {
     Json,
 }
 
+impl Command {
+    /// Commands whose processes run inside a container before its workload does.
+    pub fn enters_container(&self) -> bool {
+        matches!(
+            self,
+            Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+        )
+    }
+}
+
 pub fn run(cli: Cli) -> Result<u8> {
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup is not supported: sgrun manages cgroups through cgroupfs; drop the flag (containerd: SystemdCgroup = false)");

@@ -35,7 +35,12 @@ pub struct Cli {
     #[arg(long, global = true, hide = true, value_name = "PATH")]
     pub criu: Option<PathBuf>,
     /// Accepted for runc compatibility ("auto", "true", "false"); sgrun runs as root
-    #[arg(long, global = true, hide = true, value_name = "BOOL")]
+    #[arg(
+        long = "rootless",
+        id = "global_rootless",
+        hide = true,
+        value_name = "BOOL"
+    )]
     pub rootless: Option<String>,
     #[command(subcommand)]
     pub command: commands::Command,
@@ -43,6 +48,19 @@ pub struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that run sgrun code inside a container first make sure this process runs
+    // from a read-only mount of its binary (CVE-2019-5736); see engine::selfprotect.
+    if cli.command.enters_container() {
+        if let Err(e) = sgrun_engine::selfprotect::ensure_readonly_exe() {
+            eprintln!(
+                "sgrun: {e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
+            return ExitCode::from(1);
+        }
+    }
     let errlog = match log::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         Ok(l) => l,
         Err(e) => {

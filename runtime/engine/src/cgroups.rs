@@ -27,6 +27,7 @@ pub fn manager(id: &str, cgroup_path: &Path) -> Result<AnyCgroupManager> {
 
 /// Host pids of every process in the container's cgroup.
 pub fn pids(rt: &Runtime, id: &str) -> Result<Vec<i32>> {
+    let _lock = rt.lock(id, false)?;
     let c = rt.load(id)?;
     if c.status() == ContainerStatus::Stopped {
         return Ok(Vec::new());
@@ -49,6 +50,7 @@ pub fn pids(rt: &Runtime, id: &str) -> Result<Vec<i32>> {
 
 /// One `{"type":"stats","id":..,"data":{..}}` record with runc's field names.
 pub fn stats_event(rt: &Runtime, id: &str) -> Result<Value> {
+    let _lock = rt.lock(id, false)?;
     let c = rt.load(id)?;
     if !matches!(
         c.status(),
@@ -111,6 +113,7 @@ pub fn stats_event(rt: &Runtime, id: &str) -> Result<Value> {
 
 /// Apply new limits to a created, running or paused container.
 pub fn update(rt: &Runtime, id: &str, resources: &LinuxResources) -> Result<()> {
+    let _lock = rt.lock(id, true)?;
     let c = rt.load(id)?;
     if c.status() == ContainerStatus::Stopped {
         return Err(EngineError::wrong_status(

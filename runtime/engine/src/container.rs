@@ -47,6 +47,11 @@ pub struct Runtime {
     root: PathBuf,
 }
 
+/// Held while a verb reads or writes a container's state; released on drop.
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
 impl Runtime {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
@@ -69,21 +74,69 @@ impl Runtime {
         self.root.join(id)
     }
 
-    /// Load a container, refusing ids that could name anything outside the state root.
+    /// Lock a container's state directory. libcontainer rewrites state.json in place (truncate,
+    /// then write), so a reader racing a writer could see it half-written: every verb that
+    /// writes state holds the lock exclusively, every reader shared.
+    pub fn lock(&self, id: &str, exclusive: bool) -> Result<StateLock> {
+        validate_id(id)?;
+        let dir = self.container_dir(id);
+        let file = match std::fs::File::open(&dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(EngineError::NotFound {
+                    id: id.into(),
+                    root: self.root.clone(),
+                });
+            }
+            Err(e) => return Err(EngineError::io("opening", dir, e)),
+        };
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) } == 0 {
+                return Ok(StateLock { _file: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(EngineError::io("locking", dir, e));
+            }
+        }
+    }
+
+    /// Load a container, refusing ids that could name anything outside the state root. The
+    /// caller holds the container's lock.
     pub fn load(&self, id: &str) -> Result<Container> {
         validate_id(id)?;
         let dir = self.container_dir(id);
-        if !dir.join("state.json").exists() {
-            return Err(EngineError::NotFound {
-                id: id.into(),
-                root: self.root.clone(),
-            });
+        // While libcontainer creates a container, its state.json appears and is rewritten
+        // outside our lock (the directory is libcontainer's to create): retry a torn read.
+        let mut attempt = 0;
+        loop {
+            if !dir.join("state.json").exists() {
+                return Err(EngineError::NotFound {
+                    id: id.into(),
+                    root: self.root.clone(),
+                });
+            }
+            match Container::load(dir.clone()) {
+                Ok(c) => return Ok(c),
+                Err(libcontainer::error::LibcontainerError::State(_)) if attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(source) => {
+                    return Err(EngineError::Libcontainer {
+                        id: id.into(),
+                        action: "load",
+                        source: Box::new(source),
+                    });
+                }
+            }
         }
-        Container::load(dir).map_err(|source| EngineError::Libcontainer {
-            id: id.into(),
-            action: "load",
-            source: Box::new(source),
-        })
     }
 
     pub fn record(&self, id: &str) -> Result<Record> {
@@ -100,6 +153,17 @@ impl Runtime {
                 id: id.into(),
                 root: self.root.clone(),
             });
+        }
+        if let Some(sock) = &opts.console_socket {
+            use std::os::unix::fs::FileTypeExt;
+            match std::fs::metadata(sock) {
+                Ok(m) if m.file_type().is_socket() => {}
+                Ok(_) => {
+                    let e = std::io::Error::other("it is not a unix socket");
+                    return Err(EngineError::io("console socket", sock, e));
+                }
+                Err(e) => return Err(EngineError::io("console socket", sock, e)),
+            }
         }
         let bundle = opts
             .bundle
@@ -195,7 +259,9 @@ impl Runtime {
         builder
             .as_init(lc_bundle)
             .with_systemd(false)
-            .with_detach(opts.detach)
+            // libcontainer uses `detach` only to demand a console socket for a terminal; the
+            // foreground run brings its own socket for that, so the check applies always.
+            .with_detach(true)
             .with_no_pivot(opts.no_pivot)
             // libcontainer clones the init as a sibling of its intermediate process, so with
             // as_sibling(false) the init is a child of this process (a foreground run waits for
@@ -272,6 +338,7 @@ impl Runtime {
 
     pub fn start(&self, id: &str) -> Result<()> {
         let _span = info_span!("container", id).entered();
+        let _lock = self.lock(id, true)?;
         let mut c = self.load(id)?;
         if c.status() != ContainerStatus::Created {
             return Err(EngineError::wrong_status(
@@ -289,6 +356,7 @@ impl Runtime {
     }
 
     pub fn state(&self, id: &str) -> Result<OciState> {
+        let _lock = self.lock(id, false)?;
         let c = self.load(id)?;
         let record = self.record(id)?;
         Ok(oci_state(&c, &record))
@@ -304,6 +372,9 @@ impl Runtime {
                 continue;
             }
             // A container being created or deleted right now may be half there: skip it.
+            let Ok(_lock) = self.lock(&name, false) else {
+                continue;
+            };
             if let (Ok(c), Ok(r)) = (self.load(&name), self.record(&name)) {
                 out.push(oci_state(&c, &r));
             }
@@ -314,6 +385,7 @@ impl Runtime {
 
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
         let _span = info_span!("container", id).entered();
+        let _lock = self.lock(id, true)?;
         let mut c = self.load(id)?;
         match c.status() {
             ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused => {}
@@ -339,7 +411,17 @@ impl Runtime {
     /// error with `force` (containerd relies on that, as with runc).
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let _span = info_span!("container", id).entered();
-        let mut c = match self.load(id) {
+        let lock = match self.lock(id, true) {
+            Ok(l) => Some(l),
+            Err(EngineError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let mut c = match lock.as_ref().map(|_| self.load(id)).unwrap_or_else(|| {
+            Err(EngineError::NotFound {
+                id: id.into(),
+                root: self.root.clone(),
+            })
+        }) {
             Ok(c) => c,
             Err(EngineError::NotFound { .. }) if force => {
                 validate_id(id)?;
@@ -379,6 +461,7 @@ impl Runtime {
     }
 
     pub fn pause(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(id, true)?;
         let mut c = self.load(id)?;
         if c.status() != ContainerStatus::Running {
             return Err(EngineError::wrong_status(
@@ -396,6 +479,7 @@ impl Runtime {
     }
 
     pub fn resume(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(id, true)?;
         let mut c = self.load(id)?;
         if c.status() != ContainerStatus::Paused {
             return Err(EngineError::wrong_status(

@@ -109,6 +109,13 @@ pub enum EngineError {
     #[error("exec in container {id:?}: {message}")]
     Exec { id: String, message: String },
 
+    #[error("cannot protect the runtime binary against overwrite from containers ({step})")]
+    SelfProtect {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{what} is not supported by sgrun: {why}")]
     Unsupported {
         what: &'static str,

@@ -31,7 +31,7 @@ use libcontainer::container::ContainerStatus;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
 use tracing::info_span;
 
@@ -111,6 +111,8 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         id: id.into(),
         message,
     };
+    // The state lock is held only while reading state: the exec itself may run for hours.
+    let lock = rt.lock(id, false)?;
     let container = rt.load(id)?;
     match container.status() {
         ContainerStatus::Running | ContainerStatus::Created => {}
@@ -132,6 +134,7 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
     let spec = rt.saved_spec(id)?;
     let record = rt.record(id)?;
     let process = build_process(id, &spec, ov)?;
+    drop(lock);
     let prepared = prepare(id, init_pid, &spec, &process, opts)?;
 
     // The console socket is connected before forking, so that a wrong path fails early.
@@ -714,7 +717,7 @@ pub(crate) fn send_fd(sock: &UnixStream, fd: std::os::fd::BorrowedFd<'_>) -> std
     Ok(())
 }
 
-fn recv_fd(sock: &UnixStream) -> std::io::Result<OwnedFd> {
+pub(crate) fn recv_fd(sock: &UnixStream) -> std::io::Result<OwnedFd> {
     let mut buf = [0u8; 64];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -759,6 +762,3 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
         .map_err(|e| EngineError::io("writing pid file", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io("writing pid file", path, e))
 }
-
-#[allow(unused)]
-fn _unused(_: Pid) {}

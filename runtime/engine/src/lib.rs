@@ -16,4 +16,5 @@ pub mod cgroups;
 pub mod exec;
 pub mod features;
 pub mod run;
+pub mod selfprotect;
 pub mod supervise;
