@@ -191,10 +191,11 @@ pub enum SeccompError {
         index: usize,
     },
 
-    /// A name that is not a Linux system call on any architecture.
+    /// A name that is not a Linux system call on any architecture, in a rule that restricts.
     #[error(
         "linux.seccomp.syscalls[{index}]: {name:?} is not a Linux system call on any \
-         architecture; fix its spelling or remove it from the profile"
+         architecture, so this restricting rule would not restrict it; fix its spelling or \
+         remove it from the profile"
     )]
     UnknownSyscall {
         /// Index of the entry in `syscalls`.
@@ -808,6 +809,17 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> 
                 table::Lookup::X86_64(nr) => nr,
                 table::Lookup::OtherArchOnly => {
                     tracing::debug!(%site, name, "not an x86_64 system call: rule skipped");
+                    continue;
+                }
+                // A name no architecture has cannot be called, so leaving it out of a rule that
+                // grants (ALLOW, LOG) changes nothing, and real profiles carry such names
+                // (Podman's lists the long-gone `timerfd`; runc skips them all). In a rule that
+                // restricts, an unknown name is most likely a typo that would leave the real
+                // call unrestricted: that stays an error.
+                table::Lookup::Unknown
+                    if matches!(action, SeccompAction::Allow | SeccompAction::Log) =>
+                {
+                    tracing::warn!(%site, name, "not a Linux system call: name skipped in a rule that grants");
                     continue;
                 }
                 table::Lookup::Unknown => {
