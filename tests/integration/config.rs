@@ -281,3 +281,38 @@ fn process_user_and_groups() {
         "{out}"
     );
 }
+
+#[test]
+fn tmpfs_with_tmpcopyup_starts_with_the_image_contents() {
+    // Podman's --read-only and --tmpfs mounts carry tmpcopyup: the tmpfs starts with a copy of
+    // what the image had at that path; mount(2) itself does not know the option.
+    let env = TestEnv::new("copyup");
+    let script = "head -1 /etc/passwd; touch /etc/new && echo writable";
+    let copyup = serde_json::json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                                   "options": ["rw", "nosuid", "nodev", "tmpcopyup"]});
+    let c = env.container(
+        "c",
+        env.bundle().readonly_root(true).mount(copyup).sh(script),
+    );
+    let out = c.run_fg();
+    let lines: Vec<&str> = out.ok().stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["root:x:0:0:root:/root:/bin/sh", "writable"],
+        "{out}"
+    );
+
+    // Without the option the same tmpfs starts empty.
+    let plain = serde_json::json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                                  "options": ["rw", "nosuid", "nodev"]});
+    let c = env.container(
+        "p",
+        env.bundle().readonly_root(true).mount(plain).sh(script),
+    );
+    let out = c.run_fg();
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["writable"],
+        "{out}"
+    );
+}

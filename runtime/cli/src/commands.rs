@@ -84,6 +84,14 @@ pub enum Command {
     Update(UpdateArgs),
     /// Print what this runtime supports, as JSON (OCI features document)
     Features,
+    /// (internal) createContainer hook: copy the image's contents into tmpfs mounts that had
+    /// the tmpcopyup option
+    #[command(name = "tmpcopyup", hide = true)]
+    TmpCopyUp {
+        #[arg(long)]
+        rootfs: PathBuf,
+        destinations: Vec<PathBuf>,
+    },
     /// Write a starter config.json into a bundle directory
     Spec {
         #[arg(short, long, default_value = ".")]
@@ -352,6 +360,13 @@ pub fn run(cli: Cli) -> Result<u8> {
             let rt = rt()?;
             let resources = update_resources(&a)?;
             sgrun_engine::cgroups::update(&rt, &a.id, &resources)?;
+            Ok(0)
+        }
+        Command::TmpCopyUp {
+            rootfs,
+            destinations,
+        } => {
+            sgrun_engine::tmpcopyup::copy_up(&rootfs, &destinations)?;
             Ok(0)
         }
         Command::Features => {

@@ -281,15 +281,26 @@ impl Runtime {
         rootfs: &Path,
         spec: &mut Spec,
     ) -> Result<(PathBuf, Option<PathBuf>, PathBuf)> {
+        // Mount options mount(2) does not know and sgrun implements itself.
+        let copy_up = crate::tmpcopyup::take_from_spec(spec);
+        if !copy_up.is_empty() {
+            let mut hooks = spec.hooks().clone().unwrap_or_default();
+            let mut create = hooks.create_container().clone().unwrap_or_default();
+            // First, so the contents are there before any hook of the caller's looks.
+            create.insert(0, crate::tmpcopyup::hook(rootfs, &copy_up));
+            hooks.set_create_container(Some(create));
+            spec.set_hooks(Some(hooks));
+        }
         let linux = spec.linux_mut().as_mut().expect("validated");
-        if let Some(cg) = linux
+        let given = linux
             .cgroups_path()
-            .as_ref()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        if let (Some(cg), true) = (&given, copy_up.is_empty()) {
             return Ok((bundle.to_path_buf(), None, cg.clone()));
         }
-        let cgroup_path = PathBuf::from(format!("{DEFAULT_CGROUP_PARENT}/{id}"));
+        let cgroup_path =
+            given.unwrap_or_else(|| PathBuf::from(format!("{DEFAULT_CGROUP_PARENT}/{id}")));
         linux.set_cgroups_path(Some(cgroup_path.clone()));
         if let Some(root) = spec.root_mut().as_mut() {
             root.set_path(rootfs.to_path_buf());

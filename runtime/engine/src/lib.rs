@@ -18,3 +18,4 @@ pub mod features;
 pub mod run;
 pub mod selfprotect;
 pub mod supervise;
+pub mod tmpcopyup;

@@ -48,7 +48,6 @@ pub fn run_foreground(rt: &Runtime, id: &str, opts: &CreateOptions, keep: bool) 
         Some((listener, _path)) => {
             let master = listener
                 .accept()
-                .map_err(std::io::Error::from)
                 .and_then(|(conn, _)| crate::exec::recv_fd(&conn));
             match master {
                 Ok(m) => Some(PtyProxy { master: m }),
