@@ -355,3 +355,32 @@ fn update_of_a_stopped_container_is_refused() {
         .failed()
         .stderr_has(&[&c.id, "stopped"]);
 }
+
+#[test]
+fn no_dev_mount_over_an_image_with_dev_links_is_refused_clearly() {
+    // libcontainer would fail half-way with EEXIST; sgrun says what to change up front.
+    let env = TestEnv::new("devlinks");
+    let rootfs = env.dir.path().join("devrootfs");
+    let cp = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(sgrun_tests::rootfs())
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::os::unix::fs::symlink("/proc/self/fd", rootfs.join("dev/fd")).unwrap();
+    let c = env.container(
+        "d",
+        env.bundle().root_path(&rootfs).edit(|v| {
+            let mounts = v["mounts"].as_array_mut().unwrap();
+            mounts.retain(|m| {
+                m["destination"] != "/dev"
+                    && !m["destination"].as_str().unwrap().starts_with("/dev/")
+            });
+        }),
+    );
+    let out = c.create_args(&[]);
+    out.failed()
+        .stderr_has(&["/mounts", "dev/fd", "tmpfs mount at /dev"]);
+    env.assert_nothing_left(&c.id, &c.cgroup);
+}

@@ -422,3 +422,29 @@ fn exec_has_only_stdio_fds() {
     );
     assert_eq!(fds(out.ok()), ["0", "1", "2", "3", "4"], "{out}");
 }
+
+#[test]
+fn exec_without_capabilities_in_config_gets_none() {
+    // No process.capabilities means no capabilities, for the init and for exec alike.
+    let env = TestEnv::new("execnocap");
+    let c = env.container(
+        "c",
+        sleeper(&env).edit(|v| {
+            v["process"].as_object_mut().unwrap().remove("capabilities");
+        }),
+    );
+    c.run_detached();
+    let out = c.exec(
+        &[],
+        &["grep", "-E", "^Cap(Eff|Prm|Bnd)", "/proc/self/status"],
+    );
+    let zero = "0000000000000000";
+    for line in out.ok().stdout.lines() {
+        assert!(line.ends_with(zero), "exec got a capability: {out}");
+    }
+    // Weakened: with capabilities configured, the same probe sees them.
+    let w = env.container("w", sleeper(&env));
+    w.run_detached();
+    let out = w.exec(&[], &["grep", "^CapEff", "/proc/self/status"]);
+    assert!(!out.ok().stdout.trim_end().ends_with(zero), "{out}");
+}

@@ -335,7 +335,18 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
         .as_ref()
         .and_then(|c| c.bounding().clone())
         .unwrap_or_default();
-    let mut caps = p.capabilities().clone().unwrap_or_default();
+    // No capabilities in config.json means none. oci-spec's Default for the sets is runc's
+    // default set, which would hand out capabilities the container never had.
+    let mut caps = p.capabilities().clone().unwrap_or_else(|| {
+        let none = Some(Default::default());
+        let mut c = oci_spec::runtime::LinuxCapabilities::default();
+        c.set_bounding(none.clone());
+        c.set_effective(none.clone());
+        c.set_permitted(none.clone());
+        c.set_inheritable(none.clone());
+        c.set_ambient(none);
+        c
+    });
     for name in &ov.caps {
         let norm = if name.to_ascii_uppercase().starts_with("CAP_") {
             name.to_ascii_uppercase()

@@ -103,6 +103,28 @@ pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<(
         ));
     }
 
+    // libcontainer creates /dev/fd, /dev/stdin, /dev/stdout and /dev/stderr itself and fails
+    // with EEXIST when they exist; without a /dev mount that would be in the image (runc skips
+    // existing ones). Say so up front rather than fail half-way through create.
+    let dev_mounted = spec
+        .mounts()
+        .as_ref()
+        .is_some_and(|ms| ms.iter().any(|m| m.destination() == Path::new("/dev")));
+    if !dev_mounted {
+        for link in ["fd", "stdin", "stdout", "stderr"] {
+            let p = rootfs.join("dev").join(link);
+            if p.symlink_metadata().is_ok() {
+                return Err(err(
+                    "/mounts",
+                    format!(
+                        "there is no mount at /dev and the image already has {}; add a tmpfs mount at /dev (as `sgrun spec` does) or remove it from the image",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+    }
+
     let process = spec
         .process()
         .as_ref()
