@@ -103,28 +103,6 @@ pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<(
         ));
     }
 
-    // libcontainer creates /dev/fd, /dev/stdin, /dev/stdout and /dev/stderr itself and fails
-    // with EEXIST when they exist; without a /dev mount that would be in the image (runc skips
-    // existing ones). Say so up front rather than fail half-way through create.
-    let dev_mounted = spec
-        .mounts()
-        .as_ref()
-        .is_some_and(|ms| ms.iter().any(|m| m.destination() == Path::new("/dev")));
-    if !dev_mounted {
-        for link in ["fd", "stdin", "stdout", "stderr"] {
-            let p = rootfs.join("dev").join(link);
-            if p.symlink_metadata().is_ok() {
-                return Err(err(
-                    "/mounts",
-                    format!(
-                        "there is no mount at /dev and the image already has {}; add a tmpfs mount at /dev (as `sgrun spec` does) or remove it from the image",
-                        p.display()
-                    ),
-                ));
-            }
-        }
-    }
-
     let process = spec
         .process()
         .as_ref()
@@ -161,6 +139,28 @@ pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<(
                 return Err(err(
                     &format!("/mounts/{i}/destination"),
                     format!("{:?} must be an absolute path", m.destination()),
+                ));
+            }
+        }
+    }
+
+    // libcontainer creates /dev/fd, /dev/stdin, /dev/stdout and /dev/stderr itself and fails
+    // with EEXIST when they exist; without a /dev mount that would be in the image (runc skips
+    // existing ones). Say so up front rather than fail half-way through create.
+    let dev_mounted = spec
+        .mounts()
+        .as_ref()
+        .is_some_and(|ms| ms.iter().any(|m| m.destination() == Path::new("/dev")));
+    if !dev_mounted {
+        for link in ["fd", "stdin", "stdout", "stderr"] {
+            let p = rootfs.join("dev").join(link);
+            if p.symlink_metadata().is_ok() {
+                return Err(err(
+                    "/mounts",
+                    format!(
+                        "there is no mount at /dev and the image already has {}; add a tmpfs mount at /dev (as `sgrun spec` does) or remove it from the image",
+                        p.display()
+                    ),
                 ));
             }
         }
@@ -210,6 +210,29 @@ pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<(
             "uid/gid mappings need a user namespace in /linux/namespaces".into(),
         ));
     }
+    if has_userns {
+        let host_root = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+            maps.iter()
+                .flatten()
+                .find(|m| m.container_id() == 0)
+                .map(|m| m.host_id())
+        };
+        if let (Some(uid), Some(gid)) = (
+            host_root(linux.uid_mappings()),
+            host_root(linux.gid_mappings()),
+        ) {
+            if let Some(dir) = untraversable_ancestor(&rootfs, uid, gid) {
+                return Err(err(
+                    "/root/path",
+                    format!(
+                        "the container's root (host uid {uid}, gid {gid}) cannot reach {}: {} is not searchable by it; give it o+x or chown it to the mapped range",
+                        rootfs.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+    }
     if spec.hostname().is_some() && !seen.contains(&LinuxNamespaceType::Uts) {
         return Err(err(
             "/hostname",
@@ -239,6 +262,32 @@ pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<(
     Ok(())
 }
 
+/// The first directory on the way to `path` (itself included) that host uid/gid `uid`:`gid`
+/// may not search. The runtime bind-mounts the rootfs as the container's mapped root, so each
+/// of them must be searchable by it.
+fn untraversable_ancestor(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&Path> = path.ancestors().collect();
+    dirs.reverse();
+    for dir in dirs {
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = m.mode();
+        let ok = if m.uid() == uid {
+            mode & 0o100 != 0
+        } else if m.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            return Some(dir.to_path_buf());
+        }
+    }
+    None
+}
+
 pub fn resolve(bundle: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -255,6 +304,7 @@ mod tests {
         serde_json::json!({
             "ociVersion": "1.0.2",
             "root": {"path": "/"},
+            "mounts": [{"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}],
             "process": {"args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
             "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
         })
@@ -274,6 +324,25 @@ mod tests {
         );
         assert_eq!(pointer_of("process"), "/process");
         assert_eq!(pointer_of("."), "/");
+    }
+
+    #[test]
+    fn untraversable_rootfs_parent_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let private = tmp.path().join("private");
+        let rootfs = private.join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(
+            untraversable_ancestor(&rootfs, 200000, 200000),
+            Some(private.clone())
+        );
+        assert_eq!(untraversable_ancestor(&rootfs, me, me), None);
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(untraversable_ancestor(&rootfs, 200000, 200000), None);
     }
 
     #[test]
@@ -348,6 +417,10 @@ mod tests {
                     v["mounts"] = serde_json::json!([{"destination":"tmp","type":"tmpfs"}])
                 }),
                 "/mounts/0/destination",
+            ),
+            (
+                Box::new(|v| v["mounts"] = serde_json::json!([])),
+                "tmpfs mount at /dev",
             ),
             (
                 Box::new(|v| {
