@@ -187,15 +187,7 @@ impl Runtime {
             .map_err(|e| EngineError::io("resolving rootfs", &rootfs, e))?;
 
         // Compile seccomp here, in the parent, before any fork: the child only installs it.
-        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(
-                sgrun_seccomp::compile(s).map_err(|source| EngineError::Seccomp {
-                    id: id.into(),
-                    source: Box::new(source),
-                })?,
-            ),
-            None => None,
-        };
+        let seccomp = crate::executor::compile_seccomp(id, &spec)?;
 
         let (lc_bundle, private_bundle, cgroup_path) =
             self.effective_bundle(id, &bundle, &rootfs, &mut spec)?;

@@ -453,15 +453,7 @@ fn prepare(
             namespaces.push((fd, *flag));
         }
     }
-    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(
-            sgrun_seccomp::compile(s).map_err(|source| EngineError::Seccomp {
-                id: id.into(),
-                source: Box::new(source),
-            })?,
-        ),
-        None => None,
-    };
+    let seccomp = crate::executor::compile_seccomp(id, spec)?;
     let caps = p.capabilities().as_ref().map(|c| {
         let conv = |s: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
             s.iter()

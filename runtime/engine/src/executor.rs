@@ -116,3 +116,17 @@ fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+/// Compile the container's seccomp profile, if it has one. Done in the parent before any
+/// fork (create and exec alike): the child only installs the result.
+pub fn compile_seccomp(id: &str, spec: &Spec) -> crate::error::Result<Option<CompiledSeccomp>> {
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(None);
+    };
+    sgrun_seccomp::compile(profile)
+        .map(Some)
+        .map_err(|source| crate::error::EngineError::Seccomp {
+            id: id.into(),
+            source: Box::new(source),
+        })
+}

@@ -75,24 +75,12 @@ pub fn ensure_readonly_exe() -> Result<()> {
 
 /// A detached bind mount of /proc/self/exe, made read-only.
 fn readonly_clone_of_exe() -> Result<OwnedFd> {
-    let path = CString::new("/proc/self/exe").expect("static");
-    // SAFETY: open_tree takes a valid C string and flags; it returns a new fd or -1.
-    let raw = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
-        )
-    };
-    if raw < 0 {
-        return Err(EngineError::SelfProtect {
+    let fd = clone_mount(std::path::Path::new("/proc/self/exe")).map_err(|source| {
+        EngineError::SelfProtect {
             step: "open_tree(/proc/self/exe)",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: open_tree returned a fresh fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+            source,
+        }
+    })?;
     let attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_RDONLY,
         attr_clr: 0,
@@ -118,4 +106,26 @@ fn readonly_clone_of_exe() -> Result<OwnedFd> {
         });
     }
     Ok(fd)
+}
+
+/// A detached, non-recursive bind mount of `path` (open_tree with OPEN_TREE_CLONE): the mount
+/// at `path` alone, without the mounts on top of it, attached nowhere.
+pub fn clone_mount(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("NUL in path"))?;
+    // SAFETY: open_tree takes a valid C string and flags; it returns a new fd or -1.
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
 }

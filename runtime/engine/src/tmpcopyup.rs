@@ -59,27 +59,8 @@ pub fn copy_up(rootfs: &Path, destinations: &[PathBuf]) -> Result<()> {
 
 /// A detached bind mount of `rootfs` without the mounts on top of it.
 fn detached_clone(rootfs: &Path) -> Result<OwnedFd> {
-    let path = CString::new(rootfs.as_os_str().as_bytes())
-        .map_err(|_| EngineError::io("opening", rootfs, std::io::Error::other("NUL in path")))?;
-    // SAFETY: open_tree takes a valid C string and flags; it returns a new fd or -1. Without
-    // AT_RECURSIVE the clone holds only the rootfs mount itself.
-    let raw = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
-        )
-    };
-    if raw < 0 {
-        return Err(EngineError::io(
-            "cloning the rootfs mount",
-            rootfs,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: open_tree returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+    crate::selfprotect::clone_mount(rootfs)
+        .map_err(|e| EngineError::io("cloning the rootfs mount", rootfs, e))
 }
 
 fn copy_dir(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, at: &Path, depth: usize) -> Result<()> {
