@@ -15,4 +15,5 @@ mod exec;
 mod lifecycle;
 mod limits;
 mod seccomp;
+mod security;
 mod tty;
