@@ -6,7 +6,7 @@
 # Usage: scripts/demo.sh [path/to/sgrun]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-sgrun=${1:-$top/target/release/sgrun}
+sgrun=${1:-$top/target/x86_64-unknown-linux-gnu/release/sgrun}
 [ -x "$sgrun" ] || { echo "demo: $sgrun not found; run make build" >&2; exit 1; }
 work=$(mktemp -d /tmp/sgrun-demo.XXXXXX)
 # The tenants' mapped roots (host uids 200000, 300000) must be able to reach their rootfs.

@@ -4,7 +4,7 @@
 #   tests/bench/run.sh [--rounds N] [--runtimes "sgrun runc crun"] [--out FILE] [--json FILE]
 #                      [--scale-rounds N] [--scale N] [--timeout S] [--settle MS] [--keep]
 #
-# Environment: SGRUN (default <repo>/target/release/sgrun), RUNC, CRUN (default: on PATH);
+# Environment: SGRUN (default <repo>/target/x86_64-unknown-linux-gnu/release/sgrun), RUNC, CRUN (default: on PATH);
 # any other runtime name NAME is looked up as $NAME (upper case, - as _) then on PATH.
 # See tests/bench/README.md for what each operation measures and why crun needs a masked view.
 #
@@ -88,7 +88,7 @@ done
 # rt_bin NAME: the binary used for runtime NAME
 rt_bin() {
     case $1 in
-        sgrun) echo "${SGRUN:-$REPO/target/release/sgrun}" ;;
+        sgrun) echo "${SGRUN:-$REPO/target/x86_64-unknown-linux-gnu/release/sgrun}" ;;
         runc) echo "${RUNC:-$(command -v runc || echo /usr/sbin/runc)}" ;;
         crun) echo "${CRUN:-$(command -v crun || echo /usr/bin/crun)}" ;;
         *) local v=${1^^}; v=${v//-/_}; echo "${!v:-$(command -v "$1" || echo "$1")}" ;;

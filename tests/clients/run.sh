@@ -7,7 +7,7 @@
 #   tests/clients/run.sh [containerd|podman|docker|all]...      (default: all)
 #
 # Environment:
-#   SGRUN=/abs/path   runtime under test (default <repo>/target/release/sgrun); any runc-compatible
+#   SGRUN=/abs/path   runtime under test (default <repo>/target/x86_64-unknown-linux-gnu/release/sgrun); any runc-compatible
 #                     binary works, e.g. SGRUN=/usr/sbin/runc to check the harness itself
 #   KEEP=1            keep the temp dir (logs, daemon state) even when everything passed
 #   CMD_TIMEOUT=S     timeout of one client command (default 60)
@@ -20,7 +20,7 @@ export LC_ALL=C
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-SGRUN=${SGRUN:-$REPO/target/release/sgrun}
+SGRUN=${SGRUN:-$REPO/target/x86_64-unknown-linux-gnu/release/sgrun}
 START_TS=$(date +%s)
 
 # shellcheck source=lib.sh
