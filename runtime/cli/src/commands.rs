@@ -15,7 +15,10 @@ pub enum Command {
     /// Create a container from a bundle; its process waits for `start`
     Create(CreateArgs),
     /// Start the process of a created container
-    Start { id: String },
+    Start {
+        /// Container id
+        id: String,
+    },
     /// Create and start a container; in the foreground, wait for it and exit with its status
     Run {
         #[command(flatten)]
@@ -28,9 +31,13 @@ pub enum Command {
         keep: bool,
     },
     /// Print the state of a container as JSON
-    State { id: String },
+    State {
+        /// Container id
+        id: String,
+    },
     /// Send a signal to the container's init (or to all its processes)
     Kill {
+        /// Container id
         id: String,
         /// Signal name (TERM, SIGKILL) or number
         #[arg(default_value = "TERM")]
@@ -41,15 +48,29 @@ pub enum Command {
     },
     /// Delete a container and everything it holds (state, cgroups)
     Delete {
+        /// Container id
         id: String,
         /// Kill a running container first; succeed if it does not exist
         #[arg(short, long)]
         force: bool,
     },
     /// Run a process inside a running container, in all its namespaces and under its profile
+    ///
+    /// The process joins the container's user namespace first, then its mount, cgroup, ipc,
+    /// uts, net and pid namespaces and its cgroups, and runs with the container's capabilities
+    /// (at most its bounding set), rlimits, no_new_privs and seccomp profile. Until it execs,
+    /// nothing in the container can ptrace it, and it carries no host file descriptor.
+    /// A paused container is refused (resume it, or pass --ignore-paused).
+    ///
+    /// Examples:
+    ///   sgrun exec web1 ps
+    ///   sgrun exec -t -u 33:33 -w /var/www web1 sh
+    ///   sgrun exec -d --pid-file /run/x.pid web1 sleep 60
+    #[command(verbatim_doc_comment)]
     Exec(ExecArgs),
     /// List the processes of a container
     Ps {
+        /// Container id
         id: String,
         #[arg(short, long, value_enum, default_value = "table")]
         format: Format,
@@ -67,11 +88,18 @@ pub enum Command {
         quiet: bool,
     },
     /// Freeze every process of a container
-    Pause { id: String },
+    Pause {
+        /// Container id
+        id: String,
+    },
     /// Thaw a paused container
-    Resume { id: String },
+    Resume {
+        /// Container id
+        id: String,
+    },
     /// Print container events: resource statistics as JSON lines
     Events {
+        /// Container id
         id: String,
         /// Print one statistics record and exit
         #[arg(long)]
@@ -128,6 +156,7 @@ pub struct CreateArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {
+    /// Container id
     pub id: String,
     /// The command and its arguments (or use --process)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -184,6 +213,7 @@ pub struct ExecArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct UpdateArgs {
+    /// Container id
     pub id: String,
     /// Resources as OCI linux.resources JSON, from FILE or `-` for stdin
     #[arg(short, long, value_name = "FILE")]

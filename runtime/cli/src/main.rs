@@ -11,25 +11,59 @@ use clap::{Parser, Subcommand};
 
 pub const DEFAULT_ROOT: &str = "/run/sgrun";
 
-/// sgrun runs OCI containers for WordPress hosting tenants: a drop-in for runc with seccomp
-/// applied exactly, exec that joins every namespace, and tenant isolation by default.
+const AFTER_HELP: &str = "\
+Exit status:
+  0 on success; 1 when sgrun itself fails (the message names what and where, and its last
+  part is the root cause); for a foreground `run` or `exec`, the process's own status, or
+  128+N when a signal N ended it.
+
+Files:
+  /run/sgrun/<id>/   state of each container (--root changes the directory)
+
+Examples:
+  sgrun spec --bundle web && edit web/config.json
+  sgrun run -d --bundle web web1          create and start, detached
+  sgrun exec -t web1 sh                   a shell inside web1
+  sgrun events --stats web1               one statistics record, as JSON
+  sgrun kill web1 TERM && sgrun delete web1
+
+See docs/runtime.md for how sgrun differs from runc, and `sgrun features`.";
+
+/// sgrun runs OCI containers for WordPress hosting tenants.
+///
+/// It is a drop-in for runc: the same commands, flags, state JSON, exit codes and JSON log
+/// lines, so containerd (`ctr run --runc-binary`), Podman (`--runtime`) and Docker
+/// (`--add-runtime`) can drive it. Where it differs, it is stricter: a seccomp profile is
+/// applied exactly or the container does not start, no_new_privs is set whenever seccomp is,
+/// and `exec` joins every namespace of the container, the user namespace first.
 #[derive(Parser, Debug)]
-#[command(name = "sgrun", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "sgrun", version, about, max_term_width = 100, after_long_help = AFTER_HELP)]
 pub struct Cli {
     /// Directory for container state (tmpfs recommended)
-    #[arg(long, global = true, default_value = DEFAULT_ROOT, value_name = "DIR")]
+    #[arg(long, global = true, default_value = DEFAULT_ROOT, value_name = "DIR", help_heading = "Global options")]
     pub root: PathBuf,
     /// Write log messages to FILE instead of stderr (containerd reads errors from it)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     pub log: Option<PathBuf>,
     /// Log format
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        help_heading = "Global options"
+    )]
     pub log_format: log::LogFormat,
     /// Log debug messages too
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub debug: bool,
     /// Use systemd cgroups (not supported: sgrun manages cgroupfs paths only)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub systemd_cgroup: bool,
     /// Accepted for runc compatibility; sgrun does not use CRIU
     #[arg(long, global = true, hide = true, value_name = "PATH")]
