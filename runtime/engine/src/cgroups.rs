@@ -139,3 +139,143 @@ pub fn update(rt: &Runtime, id: &str, resources: &LinuxResources) -> Result<()> 
             source: Box::new(e),
         })
 }
+
+/// Move `pid` into every cgroup the process `like` is in, wherever that differs from this
+/// process's own (a child inherits ours). Used by exec: the exec'd process belongs exactly
+/// where the container's init is, in every hierarchy (v1 controllers, named ones, and the
+/// unified one of a hybrid host, which libcgroups' v1 manager leaves alone). One read of
+/// mountinfo instead of libcgroups' one per controller.
+pub fn join_cgroups_of(id: &str, like: i32, pid: nix::unistd::Pid) -> Result<()> {
+    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| EngineError::io("reading", p, e));
+    let theirs = read(&format!("/proc/{like}/cgroup"))?;
+    let ours = read("/proc/self/cgroup")?;
+    let mut mounts: Option<Vec<CgroupMount>> = None;
+    for line in theirs.lines() {
+        let Some((hierarchy, path)) = line
+            .split_once(':')
+            .and_then(|(_, rest)| rest.split_once(':'))
+        else {
+            continue;
+        };
+        let ours_same = ours
+            .lines()
+            .filter_map(|l| l.split_once(':').and_then(|(_, rest)| rest.split_once(':')))
+            .any(|(h, p)| h == hierarchy && p == path);
+        if ours_same {
+            continue;
+        }
+        let mounts = match &mounts {
+            Some(m) => m,
+            None => mounts.insert(cgroup_mounts(&read("/proc/self/mountinfo")?)),
+        };
+        let mount =
+            mounts
+                .iter()
+                .find(|m| m.serves(hierarchy))
+                .ok_or_else(|| EngineError::Cgroup {
+                    id: id.into(),
+                    path: path.into(),
+                    action: "finding the mount of its hierarchy",
+                    source: format!("no cgroup mount serves {hierarchy:?}").into(),
+                })?;
+        let procs = mount
+            .point
+            .join(path.trim_start_matches('/'))
+            .join("cgroup.procs");
+        std::fs::write(&procs, pid.as_raw().to_string()).map_err(|e| EngineError::Cgroup {
+            id: id.into(),
+            path: procs.clone(),
+            action: "joining",
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq)]
+struct CgroupMount {
+    point: std::path::PathBuf,
+    /// Controllers (and `name=` of named hierarchies) of a v1 mount; None for cgroup2.
+    controllers: Option<Vec<String>>,
+}
+
+impl CgroupMount {
+    /// Does this mount serve the hierarchy named in /proc/PID/cgroup (`memory`, `cpu,cpuacct`,
+    /// `name=systemd`, or empty for cgroup2)?
+    fn serves(&self, hierarchy: &str) -> bool {
+        match &self.controllers {
+            None => hierarchy.is_empty(),
+            Some(ctrls) => {
+                !hierarchy.is_empty() && hierarchy.split(',').all(|h| ctrls.iter().any(|c| c == h))
+            }
+        }
+    }
+}
+
+/// The cgroup mounts of mountinfo that show a hierarchy from its root.
+fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let sup: Vec<&str> = right.split(' ').collect();
+        if fields.len() < 5 || sup.len() < 3 || fields[3] != "/" {
+            continue;
+        }
+        let point = std::path::PathBuf::from(fields[4].replace("\\040", " "));
+        match sup[0] {
+            "cgroup2" => out.push(CgroupMount {
+                point,
+                controllers: None,
+            }),
+            "cgroup" => out.push(CgroupMount {
+                point,
+                controllers: Some(sup[2].split(',').map(str::to_string).collect()),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+35 25 0:30 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+36 35 0:31 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+37 35 0:32 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
+40 35 0:35 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+41 35 0:36 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+42 35 0:36 /sub /mnt/memsub rw,nosuid - cgroup cgroup rw,memory
+";
+
+    #[test]
+    fn mounts_serve_their_hierarchies() {
+        let m = cgroup_mounts(MOUNTINFO);
+        assert_eq!(
+            m.len(),
+            4,
+            "bind mounts of a sub-cgroup are not hierarchy roots: {m:?}"
+        );
+        let find = |h: &str| {
+            m.iter()
+                .find(|m| m.serves(h))
+                .map(|m| m.point.display().to_string())
+        };
+        assert_eq!(find("").as_deref(), Some("/sys/fs/cgroup/unified"));
+        assert_eq!(find("memory").as_deref(), Some("/sys/fs/cgroup/memory"));
+        assert_eq!(
+            find("cpu,cpuacct").as_deref(),
+            Some("/sys/fs/cgroup/cpu,cpuacct")
+        );
+        assert_eq!(
+            find("name=systemd").as_deref(),
+            Some("/sys/fs/cgroup/systemd")
+        );
+        assert_eq!(find("pids"), None);
+    }
+}

@@ -26,7 +26,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use libcgroups::common::CgroupManager;
 use libcontainer::container::ContainerStatus;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
@@ -132,7 +131,6 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         .ok_or_else(|| exec_err("the container has no init pid".into()))?
         .as_raw();
     let spec = rt.saved_spec(id)?;
-    let record = rt.record(id)?;
     let process = build_process(id, &spec, ov)?;
     drop(lock);
     let prepared = prepare(id, init_pid, &spec, &process, opts)?;
@@ -145,7 +143,6 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         ),
         None => None,
     };
-    let cgroup = crate::cgroups::manager(id, &record.cgroup_path)?;
 
     // Step 2. The pid namespace applies to our children only; this process stays where it is.
     let pid_ns = ns_file(init_pid, "pid")
@@ -206,11 +203,8 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
             message,
         }
     };
-    if let Err(e) = cgroup.add_task(child) {
-        return Err(fail(format!(
-            "joining cgroup {}: {e}",
-            record.cgroup_path.display()
-        )));
+    if let Err(e) = crate::cgroups::join_cgroups_of(id, init_pid, child) {
+        return Err(fail(e.to_string()));
     }
     if let Err(e) = std::fs::File::from(go_write).write_all(b"g") {
         return Err(fail(format!("releasing the child: {e}")));
