@@ -384,3 +384,23 @@ fn no_dev_mount_over_an_image_with_dev_links_is_refused_clearly() {
         .stderr_has(&["/mounts", "dev/fd", "tmpfs mount at /dev"]);
     env.assert_nothing_left(&c.id, &c.cgroup);
 }
+
+#[test]
+fn commands_that_only_read_never_create_the_state_root() {
+    // A mistyped --root must not leave a directory behind (runc does not create one either).
+    let env = TestEnv::new("noroot");
+    let root = env.dir.path().join("no-such-root");
+    let sg = sgrun_tests::Sgrun::new(&root, "noroot");
+    sg.run(["state", "x"])
+        .failed()
+        .stderr_has(&["does not exist"]);
+    sg.run(["kill", "x", "KILL"]).failed();
+    sg.run(["exec", "x", "true"]).failed();
+    let out = sg.run(["list", "-q"]);
+    assert_eq!(out.ok().stdout, "", "{out}");
+    sg.run(["delete", "-f", "x"]).ok();
+    // A create refused for a bad bundle does not create it either.
+    sg.run(["create", "--bundle", "/nonexistent-sgrun-bundle", "x"])
+        .failed();
+    assert!(!root.exists(), "{} was created", root.display());
+}

@@ -53,17 +53,31 @@ pub struct StateLock {
 }
 
 impl Runtime {
+    /// Open the state root. Nothing is created here: a command that only reads (state, list,
+    /// kill, …) must not leave a directory behind for a mistyped --root.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root)
-            .map_err(|e| EngineError::io("creating state root", &root, e))?;
-        // State holds pids and config of every container: root only.
-        let _ =
-            std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-        let root = root
-            .canonicalize()
-            .map_err(|e| EngineError::io("resolving state root", &root, e))?;
+        let root = match root.canonicalize() {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::path::absolute(&root)
+                .map_err(|e| EngineError::io("resolving state root", &root, e))?,
+            Err(e) => return Err(EngineError::io("resolving state root", &root, e)),
+        };
         Ok(Runtime { root })
+    }
+
+    /// Create the state root if it does not exist yet (create and run do, before anything
+    /// else): root only, as it holds the pids and configs of every container.
+    pub fn ensure_root(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(EngineError::io("creating state root", &self.root, e)),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -189,6 +203,8 @@ impl Runtime {
         // Compile seccomp here, in the parent, before any fork: the child only installs it.
         let seccomp = crate::executor::compile_seccomp(id, &spec)?;
 
+        // Everything the caller gave is valid: only now may anything be created.
+        self.ensure_root()?;
         let (lc_bundle, private_bundle, cgroup_path) =
             self.effective_bundle(id, &bundle, &rootfs, &mut spec)?;
 
@@ -367,8 +383,12 @@ impl Runtime {
 
     pub fn list(&self) -> Result<Vec<OciState>> {
         let mut out = Vec::new();
-        let entries =
-            std::fs::read_dir(&self.root).map_err(|e| EngineError::io("listing", &self.root, e))?;
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            // No state root yet: no containers.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(EngineError::io("listing", &self.root, e)),
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {

@@ -19,6 +19,7 @@ pub fn run_foreground(rt: &Runtime, id: &str, opts: &CreateOptions, keep: bool) 
     opts.detach = false;
     // A private console socket when the process wants a terminal and the caller gave none.
     let console = if opts.console_socket.is_none() && wants_terminal(&opts.bundle) {
+        rt.ensure_root()?;
         // Short path: sun_path holds 108 bytes and ids may be long.
         let path = rt
             .root()
