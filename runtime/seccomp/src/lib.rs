@@ -84,6 +84,7 @@
 compile_error!("sgrun-seccomp builds x86_64 filters and uses the x86_64 syscall table");
 
 mod guard;
+pub mod simulate;
 mod table;
 
 #[cfg(test)]
@@ -325,6 +326,19 @@ pub enum SeccompError {
         source: io::Error,
     },
 
+    /// Two filter stacks that can each deny seccomp(2) cannot both be installed.
+    #[error(
+        "cannot enforce two seccomp profiles ({first:.12} and {second:.12}) together: each \
+         can deny seccomp(2), so the first installed would refuse the second; allow seccomp in \
+         one of them, or merge them into one profile"
+    )]
+    StackBothRestrictSeccomp {
+        /// Content hash of the first stack.
+        first: String,
+        /// Content hash of the second stack.
+        second: String,
+    },
+
     /// seccomp(2) with TSYNC could not synchronise a thread.
     #[error(
         "installing seccomp filter #{filter} ({label}) with SECCOMP_FILTER_FLAG_TSYNC failed: \
@@ -348,19 +362,21 @@ fn join(archs: &[Arch]) -> String {
         .join(", ")
 }
 
-/// One BPF program and what it is for.
+/// One BPF program, what it is for, and the seccomp(2) flags it is installed with.
 #[derive(Clone, PartialEq, Eq)]
 struct Filter {
     label: String,
     program: BpfProgram,
+    flags: c_ulong,
 }
 
-/// A profile compiled to BPF: the filters in install order, and the seccomp(2) flags.
+/// A profile compiled to BPF: the filters in install order, each with its seccomp(2) flags.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CompiledSeccomp {
     filters: Vec<Filter>,
-    flags: c_ulong,
     hash: String,
+    /// The last filter can deny seccomp(2): nothing can be installed after it.
+    restricts_seccomp: bool,
 }
 
 // `install` hands seccompiler's instructions to the kernel as `libc::sock_filter`s; both are
@@ -408,7 +424,7 @@ impl CompiledSeccomp {
                 libc::syscall(
                     libc::SYS_seccomp,
                     libc::SECCOMP_SET_MODE_FILTER,
-                    self.flags,
+                    filter.flags,
                     &prog as *const libc::sock_fprog,
                 )
             };
@@ -448,9 +464,121 @@ impl CompiledSeccomp {
         self.hash.clone()
     }
 
-    /// The seccomp(2) flags applied to every filter (`SECCOMP_FILTER_FLAG_*` bits).
+    /// The seccomp(2) flags (`SECCOMP_FILTER_FLAG_*` bits) of every filter together.
     pub fn flags(&self) -> u64 {
-        self.flags
+        self.filters.iter().fold(0, |all, f| all | f.flags)
+    }
+
+    /// Whether the last filter can deny seccomp(2) itself, so that nothing can be installed
+    /// after this stack.
+    pub fn restricts_seccomp(&self) -> bool {
+        self.restricts_seccomp
+    }
+
+    /// Both stacks, to be enforced together: the kernel runs every filter and keeps the
+    /// strictest result, so the pair allows only what both allow. The stack that can deny
+    /// seccomp(2) is installed last (or it would refuse the other's installation); two that
+    /// both can cannot be installed one after the other, and are refused.
+    pub fn stack(self, other: CompiledSeccomp) -> Result<CompiledSeccomp, SeccompError> {
+        let (first, last) = match (self.restricts_seccomp, other.restricts_seccomp) {
+            (true, true) => {
+                return Err(SeccompError::StackBothRestrictSeccomp {
+                    first: self.hash,
+                    second: other.hash,
+                })
+            }
+            (true, false) => (other, self),
+            _ => (self, other),
+        };
+        let restricts_seccomp = last.restricts_seccomp;
+        let filters: Vec<Filter> = first.filters.into_iter().chain(last.filters).collect();
+        check_total(&filters)?;
+        let hash = hash_filters(&filters);
+        Ok(CompiledSeccomp {
+            filters,
+            hash,
+            restricts_seccomp,
+        })
+    }
+
+    /// Every program, in install order, with its label.
+    pub(crate) fn programs(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&str, &[seccompiler::sock_filter])> {
+        self.filters
+            .iter()
+            .map(|f| (f.label.as_str(), f.program.as_slice()))
+    }
+
+    /// A self-checking serialisation for a cache: [`CompiledSeccomp::from_bytes`] recomputes
+    /// the content hash and refuses bytes that do not match it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(CACHE_MAGIC);
+        out.extend_from_slice(self.hash.as_bytes());
+        out.push(u8::from(self.restricts_seccomp));
+        out.extend_from_slice(&(self.filters.len() as u32).to_le_bytes());
+        for f in &self.filters {
+            out.extend_from_slice(&(f.label.len() as u32).to_le_bytes());
+            out.extend_from_slice(f.label.as_bytes());
+            out.extend_from_slice(&(f.flags as u64).to_le_bytes());
+            out.extend_from_slice(&(f.program.len() as u32).to_le_bytes());
+            for insn in &f.program {
+                out.extend_from_slice(&insn.code.to_le_bytes());
+                out.extend_from_slice(&[insn.jt, insn.jf]);
+                out.extend_from_slice(&insn.k.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads what [`CompiledSeccomp::to_bytes`] wrote; `None` for anything else, truncated or
+    /// altered (the caller then compiles afresh).
+    pub fn from_bytes(bytes: &[u8]) -> Option<CompiledSeccomp> {
+        let mut r = Reader(bytes);
+        if r.take(CACHE_MAGIC.len())? != CACHE_MAGIC {
+            return None;
+        }
+        let hash = std::str::from_utf8(r.take(64)?).ok()?.to_owned();
+        let restricts_seccomp = match r.take(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let count = r.u32()? as usize;
+        let mut filters = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let len = r.u32()? as usize;
+            let label = String::from_utf8(r.take(len)?.to_vec()).ok()?;
+            let flags = c_ulong::try_from(r.u64()?).ok()?;
+            let insns = r.u32()? as usize;
+            if insns > MAX_FILTER_INSTRUCTIONS {
+                return None;
+            }
+            let mut program = Vec::with_capacity(insns);
+            for _ in 0..insns {
+                let raw = r.take(8)?;
+                program.push(seccompiler::sock_filter {
+                    code: u16::from_le_bytes([raw[0], raw[1]]),
+                    jt: raw[2],
+                    jf: raw[3],
+                    k: u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
+                });
+            }
+            filters.push(Filter {
+                label,
+                program,
+                flags,
+            });
+        }
+        if !r.0.is_empty() || hash_filters(&filters) != hash {
+            return None;
+        }
+        Some(CompiledSeccomp {
+            filters,
+            hash,
+            restricts_seccomp,
+        })
     }
 
     /// What each filter is for, in install order, with its instruction count.
@@ -466,19 +594,44 @@ impl fmt::Debug for CompiledSeccomp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompiledSeccomp")
             .field("filters", &self.filters().collect::<Vec<_>>())
-            .field("flags", &format_args!("{:#x}", self.flags))
+            .field("flags", &format_args!("{:#x}", self.flags()))
             .field("hash", &self.hash)
             .finish()
     }
 }
 
-fn hash_filters(filters: &[Filter], flags: c_ulong) -> String {
+/// Leads every cached filter stack; bump it with any change of the encoding.
+const CACHE_MAGIC: &[u8] = b"sgrun-bpf/2\0";
+
+/// Reads the cache encoding; every accessor returns `None` past the end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn hash_filters(filters: &[Filter]) -> String {
     let mut hasher = Sha256::new();
     // Versioned so a change of encoding cannot collide with cached hashes of the old one.
-    hasher.update(b"sgrun-seccomp/1\0");
-    hasher.update(flags.to_le_bytes());
+    hasher.update(b"sgrun-seccomp/2\0");
     hasher.update((filters.len() as u64).to_le_bytes());
     for filter in filters {
+        hasher.update((filter.flags as u64).to_le_bytes());
         hasher.update((filter.program.len() as u64).to_le_bytes());
         for insn in &filter.program {
             hasher.update(insn.code.to_le_bytes());
@@ -760,7 +913,11 @@ fn build_filter(
             source,
         })?;
     match BpfProgram::try_from(filter) {
-        Ok(program) => Ok(Filter { label, program }),
+        Ok(program) => Ok(Filter {
+            label,
+            program,
+            flags: 0,
+        }),
         Err(BackendError::FilterTooLarge(instructions)) => Err(SeccompError::FilterTooLarge {
             filter: label,
             instructions,
@@ -860,6 +1017,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> 
             Filter {
                 label: "ABI guard: x32 ENOSYS, foreign arch KILL_PROCESS".into(),
                 program: guard::standalone(),
+                flags: 0,
             },
             false,
         ));
@@ -904,8 +1062,27 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> 
             filters: deniers.into_iter().map(|(f, _)| f.label).collect(),
         });
     }
-    let filters: Vec<Filter> = keep.into_iter().chain(deniers).map(|(f, _)| f).collect();
+    let restricts_seccomp = !deniers.is_empty();
+    let filters: Vec<Filter> = keep
+        .into_iter()
+        .chain(deniers)
+        .map(|(mut f, _)| {
+            f.flags = flags;
+            f
+        })
+        .collect();
+    check_total(&filters)?;
 
+    let hash = hash_filters(&filters);
+    Ok(CompiledSeccomp {
+        filters,
+        hash,
+        restricts_seccomp,
+    })
+}
+
+/// The kernel's limit over all filters of a task, where each but the first costs 4 more.
+fn check_total(filters: &[Filter]) -> Result<(), SeccompError> {
     let total: usize = filters.iter().map(|f| f.program.len()).sum::<usize>()
         + 4 * filters.len().saturating_sub(1);
     if total > MAX_TOTAL_INSTRUCTIONS {
@@ -915,11 +1092,43 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> 
             max: MAX_TOTAL_INSTRUCTIONS,
         });
     }
-
-    let hash = hash_filters(&filters, flags);
-    Ok(CompiledSeccomp {
-        filters,
-        flags,
-        hash,
-    })
+    Ok(())
 }
+
+/// The symbolic name of an errno value sgrun's profiles use (`EPERM`, `ENOSYS`, …).
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    ERRNO_NAMES
+        .iter()
+        .find(|(_, n)| *n == errno)
+        .map(|(name, _)| *name)
+}
+
+/// The value of a symbolic errno name (`EPERM` → 1).
+pub fn errno_number(name: &str) -> Option<i32> {
+    ERRNO_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| *value)
+}
+
+/// The errno values a seccomp rule sensibly returns.
+const ERRNO_NAMES: &[(&str, i32)] = &[
+    ("EPERM", libc::EPERM),
+    ("ENOENT", libc::ENOENT),
+    ("EIO", libc::EIO),
+    ("EBADF", libc::EBADF),
+    ("EAGAIN", libc::EAGAIN),
+    ("ENOMEM", libc::ENOMEM),
+    ("EACCES", libc::EACCES),
+    ("EFAULT", libc::EFAULT),
+    ("EBUSY", libc::EBUSY),
+    ("EEXIST", libc::EEXIST),
+    ("EINVAL", libc::EINVAL),
+    ("ENOTTY", libc::ENOTTY),
+    ("ENOSPC", libc::ENOSPC),
+    ("EROFS", libc::EROFS),
+    ("ENOSYS", libc::ENOSYS),
+    ("EOPNOTSUPP", libc::EOPNOTSUPP),
+    ("EAFNOSUPPORT", libc::EAFNOSUPPORT),
+    ("EPROTONOSUPPORT", libc::EPROTONOSUPPORT),
+];

@@ -803,3 +803,55 @@ fn seccomp_restricted_by_two_filters_is_refused() {
         assert!(err.to_string().contains("seccomp(2) itself"), "{err}");
     }
 }
+
+#[test]
+fn stacked_profiles_allow_only_what_both_allow() {
+    let allowlist = compiled(json!({
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "syscalls": [{ "names": ["read", "write", "getpid"], "action": "SCMP_ACT_ALLOW" }]
+    }));
+    let denylist = compiled(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{ "names": ["getpid", "ptrace"], "action": "SCMP_ACT_ERRNO" }]
+    }));
+    assert!(allowlist.restricts_seccomp());
+    assert!(!denylist.restricts_seccomp());
+    // Whatever the order asked for, the allowlist (which denies seccomp) goes last.
+    let both = allowlist.clone().stack(denylist.clone()).expect("stackable");
+    let labels: Vec<_> = both.filters().map(|(l, _)| l.to_owned()).collect();
+    assert!(labels.last().unwrap().starts_with("default"), "{labels:?}");
+    assert_eq!(both, denylist.stack(allowlist.clone()).unwrap());
+    assert_eq!(call(&both, "read", &[]), Allow);
+    assert_eq!(call(&both, "getpid", &[]), Errno(EPERM));
+    // Denied by both with different errnos: the newer filter's value wins the tie (still a
+    // denial; which errno is the only thing the order decides).
+    assert_eq!(call(&both, "ptrace", &[]), Errno(ENOSYS));
+    assert_eq!(call(&both, "openat", &[]), Errno(ENOSYS));
+    // Two allowlists cannot be installed one after the other.
+    let err = allowlist.clone().stack(allowlist).expect_err("both deny seccomp");
+    assert!(matches!(err, SeccompError::StackBothRestrictSeccomp { .. }), "{err}");
+}
+
+#[test]
+fn cache_bytes_round_trip_and_refuse_tampering() {
+    let c = compiled(json!({
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+        "syscalls": [
+            { "names": ["read"], "action": "SCMP_ACT_ALLOW" },
+            { "names": ["ptrace"], "action": "SCMP_ACT_ERRNO" }
+        ]
+    }));
+    let bytes = c.to_bytes();
+    assert_eq!(crate::CompiledSeccomp::from_bytes(&bytes), Some(c.clone()));
+    // Any flipped bit, a truncation or a trailing byte: refused, never a different filter.
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x10;
+        assert_ne!(crate::CompiledSeccomp::from_bytes(&bad), Some(c.clone()), "byte {i}");
+    }
+    assert_eq!(crate::CompiledSeccomp::from_bytes(&bytes[..bytes.len() - 1]), None);
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(crate::CompiledSeccomp::from_bytes(&longer), None);
+}
