@@ -654,6 +654,11 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     }
 }
 
+/// Every x86_64 system call name, in number order.
+pub fn x86_64_names() -> impl Iterator<Item = &'static str> {
+    table::X86_64.iter().map(|(name, _)| *name)
+}
+
 /// What one syscall must look like to match, within one filter.
 #[derive(Clone, Debug)]
 enum Match {

@@ -817,7 +817,10 @@ fn stacked_profiles_allow_only_what_both_allow() {
     assert!(allowlist.restricts_seccomp());
     assert!(!denylist.restricts_seccomp());
     // Whatever the order asked for, the allowlist (which denies seccomp) goes last.
-    let both = allowlist.clone().stack(denylist.clone()).expect("stackable");
+    let both = allowlist
+        .clone()
+        .stack(denylist.clone())
+        .expect("stackable");
     let labels: Vec<_> = both.filters().map(|(l, _)| l.to_owned()).collect();
     assert!(labels.last().unwrap().starts_with("default"), "{labels:?}");
     assert_eq!(both, denylist.stack(allowlist.clone()).unwrap());
@@ -828,8 +831,14 @@ fn stacked_profiles_allow_only_what_both_allow() {
     assert_eq!(call(&both, "ptrace", &[]), Errno(ENOSYS));
     assert_eq!(call(&both, "openat", &[]), Errno(ENOSYS));
     // Two allowlists cannot be installed one after the other.
-    let err = allowlist.clone().stack(allowlist).expect_err("both deny seccomp");
-    assert!(matches!(err, SeccompError::StackBothRestrictSeccomp { .. }), "{err}");
+    let err = allowlist
+        .clone()
+        .stack(allowlist)
+        .expect_err("both deny seccomp");
+    assert!(
+        matches!(err, SeccompError::StackBothRestrictSeccomp { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -848,9 +857,16 @@ fn cache_bytes_round_trip_and_refuse_tampering() {
     for i in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[i] ^= 0x10;
-        assert_ne!(crate::CompiledSeccomp::from_bytes(&bad), Some(c.clone()), "byte {i}");
+        assert_ne!(
+            crate::CompiledSeccomp::from_bytes(&bad),
+            Some(c.clone()),
+            "byte {i}"
+        );
     }
-    assert_eq!(crate::CompiledSeccomp::from_bytes(&bytes[..bytes.len() - 1]), None);
+    assert_eq!(
+        crate::CompiledSeccomp::from_bytes(&bytes[..bytes.len() - 1]),
+        None
+    );
     let mut longer = bytes.clone();
     longer.push(0);
     assert_eq!(crate::CompiledSeccomp::from_bytes(&longer), None);
