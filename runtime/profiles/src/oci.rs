@@ -294,10 +294,7 @@ pub fn apply(profile: &Profile, tightening: &Tightening, spec: &mut Spec) -> Res
     linux.set_readonly_paths(readonly);
 
     if let Some((ceiling, _)) = profile.pids {
-        let mut resources = linux
-            .resources()
-            .clone()
-            .unwrap_or_else(LinuxResources::default);
+        let mut resources = linux.resources().clone().unwrap_or_default();
         let current = resources
             .pids()
             .as_ref()

@@ -521,7 +521,7 @@ impl CompiledSeccomp {
         for f in &self.filters {
             out.extend_from_slice(&(f.label.len() as u32).to_le_bytes());
             out.extend_from_slice(f.label.as_bytes());
-            out.extend_from_slice(&(f.flags as u64).to_le_bytes());
+            out.extend_from_slice(&f.flags.to_le_bytes());
             out.extend_from_slice(&(f.program.len() as u32).to_le_bytes());
             for insn in &f.program {
                 out.extend_from_slice(&insn.code.to_le_bytes());
@@ -550,7 +550,7 @@ impl CompiledSeccomp {
         for _ in 0..count {
             let len = r.u32()? as usize;
             let label = String::from_utf8(r.take(len)?.to_vec()).ok()?;
-            let flags = c_ulong::try_from(r.u64()?).ok()?;
+            let flags: c_ulong = r.u64()?;
             let insns = r.u32()? as usize;
             if insns > MAX_FILTER_INSTRUCTIONS {
                 return None;
@@ -631,7 +631,7 @@ fn hash_filters(filters: &[Filter]) -> String {
     hasher.update(b"sgrun-seccomp/2\0");
     hasher.update((filters.len() as u64).to_le_bytes());
     for filter in filters {
-        hasher.update((filter.flags as u64).to_le_bytes());
+        hasher.update(filter.flags.to_le_bytes());
         hasher.update((filter.program.len() as u64).to_le_bytes());
         for insn in &filter.program {
             hasher.update(insn.code.to_le_bytes());
