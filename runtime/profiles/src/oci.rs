@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use oci_spec::runtime::{
-    Arch, Capability, LinuxCapabilities, LinuxPidsBuilder, LinuxResources, LinuxSeccomp,
-    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompFilterFlag, LinuxSeccompOperator,
-    LinuxSyscall, LinuxSyscallBuilder, PosixRlimitBuilder, PosixRlimitType, Spec,
+    Arch, Capability, LinuxCapabilities, LinuxPidsBuilder, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompArgBuilder, LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall,
+    LinuxSyscallBuilder, PosixRlimitBuilder, PosixRlimitType, Spec,
 };
 
 use crate::always::ALWAYS_DENIED;
