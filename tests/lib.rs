@@ -375,6 +375,8 @@ impl Drop for Running {
 pub struct Sgrun {
     pub root: PathBuf,
     pub mark: String,
+    /// `--default-profile` for every command (None: sgrun's own default, oci-default).
+    pub default_profile: Option<String>,
 }
 
 impl Sgrun {
@@ -382,6 +384,7 @@ impl Sgrun {
         Sgrun {
             root: root.into(),
             mark: mark.into(),
+            default_profile: None,
         }
     }
 
@@ -404,9 +407,12 @@ impl Sgrun {
         let stdout = tempfile::tempfile().map_err(|e| e.to_string())?;
         let stderr = tempfile::tempfile().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(sgrun_bin());
-        cmd.arg("--root")
-            .arg(&self.root)
-            .args(&args)
+        cmd.arg("--root").arg(&self.root);
+        match &self.default_profile {
+            Some(p) => cmd.env("SGRUN_DEFAULT_PROFILE", p),
+            None => cmd.env_remove("SGRUN_DEFAULT_PROFILE"),
+        };
+        cmd.args(&args)
             .env("SGRUN_TEST_MARK", &self.mark)
             .stdout(stdout.try_clone().unwrap())
             .stderr(stderr.try_clone().unwrap());
@@ -685,6 +691,9 @@ pub const DEFAULT_CAPS: &[&str] = &["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND
 #[derive(Clone, Debug)]
 pub struct Bundle {
     pub config: Value,
+    /// Run without sgrun's default profile (`--default-profile none`): for the weakened side
+    /// of security tests, and for tests of the engine's handling of a config exactly as given.
+    pub unprofiled: bool,
 }
 
 impl Bundle {
@@ -728,7 +737,16 @@ impl Bundle {
                 "readonlyPaths": READONLY_PATHS
             }
         });
-        Bundle { config }
+        Bundle {
+            config,
+            unprofiled: false,
+        }
+    }
+
+    /// See [`Bundle::unprofiled`].
+    pub fn unprofiled(mut self) -> Self {
+        self.unprofiled = true;
+        self
     }
 
     pub fn process(&mut self) -> &mut Value {
@@ -985,6 +1003,12 @@ impl TestEnv {
     /// Write the bundle for a new container (id `<name>-<tag>N`, cgroupsPath
     /// `/sgrun-test/<id>` unless the bundle sets one) and return its guard. Nothing is created
     /// yet.
+    /// The weakened side of a security test: the bundle runs without sgrun's default profile,
+    /// so the hole the test looks for is really there.
+    pub fn weak_container(&self, tag: &str, bundle: Bundle) -> Container<'_> {
+        self.container(tag, bundle.unprofiled())
+    }
+
     pub fn container(&self, tag: &str, bundle: Bundle) -> Container<'_> {
         let id = self.new_id(tag);
         let mut bundle = bundle;
@@ -1003,6 +1027,10 @@ impl TestEnv {
             id,
             bundle_dir: dir,
             cgroup,
+            sg: bundle.unprofiled.then(|| Sgrun {
+                default_profile: Some("none".into()),
+                ..self.sg.clone()
+            }),
         }
     }
 
@@ -1053,11 +1081,13 @@ pub struct Container<'a> {
     pub bundle_dir: PathBuf,
     /// Absolute cgroupsPath (`/sgrun-test/<id>`).
     pub cgroup: String,
+    /// Its own runner when the bundle runs unprofiled.
+    pub sg: Option<Sgrun>,
 }
 
 impl<'a> Container<'a> {
     pub fn sg(&self) -> &Sgrun {
-        &self.env.sg
+        self.sg.as_ref().unwrap_or(&self.env.sg)
     }
 
     /// `sgrun create --bundle B ID [extra...]`.

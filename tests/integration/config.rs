@@ -23,7 +23,7 @@ fn masked_paths() {
 
     // Weakened: without maskedPaths the host's data shows (this host has /proc/timer_list and
     // /sys/firmware; it has no /proc/kcore at all).
-    let weak = env.container("w", env.bundle().masked_paths(&[]).sh(script));
+    let weak = env.weak_container("w", env.bundle().masked_paths(&[]).sh(script));
     let out = weak.run_fg();
     let lines: Vec<&str> = out.ok().stdout.lines().collect();
     assert_ne!(lines[0], "timer_list=0", "{out}");
@@ -47,7 +47,7 @@ fn readonly_paths() {
 
     // Weakened: without readonlyPaths the /proc/sys write goes through (the sysrq one is not
     // attempted there: it would reach the host).
-    let weak = env.container(
+    let weak = env.weak_container(
         "w",
         env.bundle()
             .readonly_paths(&[])
@@ -158,7 +158,7 @@ fn capabilities_exactly_as_configured() {
     );
 
     // Weakened: with every capability the probe sees more, CAP_SYS_ADMIN included.
-    let weak = env.container(
+    let weak = env.weak_container(
         "w",
         env.bundle()
             .caps(&host_caps())
@@ -242,7 +242,7 @@ fn uid_gid_mappings() {
     );
 
     // Contrast: without a user namespace the identity map shows.
-    let weak = env.container("w", env.bundle().args(&["cat", "/proc/self/uid_map"]));
+    let weak = env.weak_container("w", env.bundle().args(&["cat", "/proc/self/uid_map"]));
     let out = weak.run_fg();
     assert_eq!(norm(out.ok().stdout_trim()), "0 0 4294967295", "{out}");
 }

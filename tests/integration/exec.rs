@@ -222,7 +222,7 @@ fn exec_joins_the_user_namespace() {
 
     // Weakened: the same container without a user namespace is real root and succeeds, which
     // proves the probe sees the hole.
-    let weak = env.container("w", sleeper(&env).bind(&host, "/data", false));
+    let weak = env.weak_container("w", sleeper(&env).bind(&host, "/data", false));
     weak.run_detached();
     weak.exec(&[], &["touch", "/data/y"]).ok();
     assert!(
@@ -288,7 +288,7 @@ fn exec_gets_the_containers_caps_nnp_and_seccomp() {
 
     // Weakened: a container without seccomp, with all capabilities and no nnp has a different
     // context, and the comparison above notices.
-    let weak = env.container("w", sleeper(&env).caps(&host_caps()).no_new_privs(false));
+    let weak = env.weak_container("w", sleeper(&env).caps(&host_caps()).no_new_privs(false));
     weak.run_detached();
     let weak_init = fs::read_to_string(format!("/proc/{}/status", weak.pid())).unwrap();
     let weak_fields = fields(&weak_init);
@@ -331,7 +331,7 @@ fn exec_cannot_add_a_capability_outside_the_bounding_set() {
     );
 
     // Weakened: with CAP_SYS_ADMIN in the container's bounding set, exec --cap gets it.
-    let weak = env.container(
+    let weak = env.weak_container(
         "w",
         sleeper(&env).edit(|v| {
             v["process"]["capabilities"]["bounding"]
@@ -381,7 +381,7 @@ fn exec_sees_the_pid_namespace_and_hostname() {
     );
 
     // Weakened: without a pid namespace the host's processes show.
-    let weak = env.container("w", sleeper(&env).without_namespace("pid"));
+    let weak = env.weak_container("w", sleeper(&env).without_namespace("pid"));
     weak.run_detached();
     let out = weak.exec_sh(script);
     let lines: Vec<&str> = out.ok().stdout.lines().collect();

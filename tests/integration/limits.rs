@@ -58,7 +58,7 @@ fn pids_limit_is_enforced() {
     );
 
     // Weakened: with room for them, all 20 start.
-    let weak = env.container(
+    let weak = env.weak_container(
         "w",
         env.bundle()
             .sh(FORK_20)
@@ -107,7 +107,7 @@ fn memory_limit_is_enforced() {
     assert_eq!(c.state()["status"], "running");
 
     // Weakened: 256 MiB is enough.
-    let weak = env.container(
+    let weak = env.weak_container(
         "w",
         env.bundle()
             .args(&["sleep", "1000"])

@@ -73,7 +73,7 @@ fn docker_default_runs_busybox_and_denies_unshare_and_mount() {
     );
 
     // Weakened: the same container without seccomp may unshare and mount.
-    let weak = env.container("w", b(None));
+    let weak = env.weak_container("w", b(None));
     let out = weak.run_fg();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(lines.contains(&"unshare=0"), "{out}");
@@ -100,7 +100,7 @@ fn errno_action_with_errno_ret() {
     assert!(out.stdout.contains("errno 13 Permission denied"), "{out}");
 
     // Weakened: no seccomp, mkdir works.
-    let weak = env.container(
+    let weak = env.weak_container(
         "w",
         probe_bundle(&env).sh("mkdir /tmp/d && /probes/probe mkdir /tmp/e"),
     );
@@ -145,7 +145,7 @@ fn killing_actions_exit_with_sigsys() {
         );
     }
     // Weakened: without the rule the same probe succeeds.
-    let weak = env.container("w", probe_bundle(&env).args(&[PROBE, "mkdir", "/tmp/x"]));
+    let weak = env.weak_container("w", probe_bundle(&env).args(&[PROBE, "mkdir", "/tmp/x"]));
     let out = weak.run_fg();
     assert_eq!(out.code, 0, "{out}");
 }
@@ -207,7 +207,7 @@ fn argument_conditions() {
     assert!(lines[2].starts_with("ok "), "{out}");
 
     // Weakened: no seccomp, every value is accepted.
-    let weak = env.container("w", probe_bundle(&env).sh(script));
+    let weak = env.weak_container("w", probe_bundle(&env).sh(script));
     let out = weak.run_fg();
     assert!(out.stdout.lines().all(|l| l.starts_with("ok ")), "{out}");
 }
@@ -320,7 +320,7 @@ fn seccomp_forces_no_new_privs() {
     assert_eq!(status_field(&out.stdout, "Seccomp"), Some("2"), "{out}");
 
     // Weakened: no seccomp and noNewPrivileges false leaves it off.
-    let weak = env.container(
+    let weak = env.weak_container(
         "w",
         env.bundle()
             .no_new_privs(false)

@@ -107,10 +107,18 @@ wait_stopped() {
         sleep 0.05
     done
 }
-# first_200 PATH: ms from $t0 to the first HTTP 200 on PATH.
+# first_200 PATH: ms from $t0 to the first HTTP 200 on PATH; fails at once if the
+# container stops meanwhile (its log then tells why).
 first_200() {
-    local deadline=$(($(now_ms) + start_timeout * 1000)) code
+    local deadline=$(($(now_ms) + start_timeout * 1000)) code n=0 st
     while :; do
+        if ((++n % 10 == 0)); then
+            st=$(sg state "$id" 2>/dev/null | jq -r .status) || st=gone
+            if [[ $st != running && $st != created ]]; then
+                echo "run: error: the container is $st before answering HTTP (see its log below)" >&2
+                return 1
+            fi
+        fi
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --unix-socket "$sock" \
             -H "Host: $site_host" "http://$site_host$1" 2>/dev/null) || true
         [[ $code == 200 ]] && { echo $(($(now_ms) - t0)); return 0; }

@@ -39,9 +39,11 @@ def main():
     try:
         # cp -a keeps hard links, modes, times and xattrs; only the owners change below.
         subprocess.run(["cp", "-a", "--reflink=auto", src, new], check=True)
+        seen = set()  # hard links: shift each inode once
+        shift(new, base, seen)
         for root, dirs, files in os.walk(new):
-            for name in [root] + [os.path.join(root, n) for n in dirs + files]:
-                shift(name, base)
+            for name in dirs + files:
+                shift(os.path.join(root, name), base, seen)
         shutil.rmtree(dst, ignore_errors=True)
         os.rename(new, dst)
         with open(stamp, "w") as f:
@@ -51,8 +53,11 @@ def main():
         raise
 
 
-def shift(path, base):
+def shift(path, base, seen):
     st = os.lstat(path)
+    if (st.st_dev, st.st_ino) in seen:
+        return
+    seen.add((st.st_dev, st.st_ino))
     if st.st_uid >= 65536 or st.st_gid >= 65536:
         sys.exit(f"shift-rootfs: {path} is owned by {st.st_uid}:{st.st_gid}, outside 0..65535")
     cap = None

@@ -127,7 +127,14 @@ pub enum Command {
         /// A spec for a rootless container (user namespace mapping the caller)
         #[arg(long)]
         rootless: bool,
+        /// Apply a profile class: its seccomp, capabilities, rlimits, paths and pids ceiling,
+        /// and the io.sgrun.profile annotation
+        #[arg(long, value_name = "CLASS")]
+        profile: Option<String>,
     },
+    /// Tenant profiles: list, show, check, compile, diff, explain
+    #[command(subcommand)]
+    Profile(crate::profile::ProfileCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -272,9 +279,15 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
     let rt =
         || Runtime::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()));
+    let policy = || -> Result<std::sync::Arc<dyn sgrun_engine::SpecPolicy>> {
+        Ok(std::sync::Arc::new(crate::profile::ProfilePolicy::new(
+            &cli.profiles_dir,
+            &cli.default_profile,
+        )?))
+    };
     match cli.command {
         Command::Create(a) => {
-            let opts = create_options(&a, true);
+            let opts = create_options(&a, true, policy()?);
             rt()?.create(&a.id, &opts, Stdio::default())?;
             Ok(0)
         }
@@ -287,7 +300,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             detach,
             keep,
         } => {
-            let opts = create_options(&create, detach);
+            let opts = create_options(&create, detach, policy()?);
             let rt = rt()?;
             if detach {
                 rt.create(&create.id, &opts, Stdio::default())?;
@@ -406,7 +419,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             );
             Ok(0)
         }
-        Command::Spec { bundle, rootless } => {
+        Command::Profile(cmd) => crate::profile::run(cmd, &cli.profiles_dir),
+        Command::Spec {
+            bundle,
+            rootless,
+            profile,
+        } => {
             let path = bundle.join("config.json");
             if path.exists() {
                 bail!(
@@ -414,7 +432,13 @@ pub fn run(cli: Cli) -> Result<u8> {
                     path.display()
                 );
             }
-            let spec = sgrun_engine::features::default_spec(rootless);
+            let mut spec = sgrun_engine::features::default_spec(rootless);
+            if let Some(name) = profile {
+                let class = crate::profile::catalog(&cli.profiles_dir)?.class(&name)?;
+                let base: oci_spec::runtime::Spec = serde_json::from_value(spec)?;
+                let profiled = sgrun_profiles::oci::spec_with_profile(&class, base)?;
+                spec = serde_json::to_value(profiled)?;
+            }
             std::fs::write(&path, serde_json::to_string_pretty(&spec)? + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(0)
@@ -422,9 +446,14 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {
+fn create_options(
+    a: &CreateArgs,
+    detach: bool,
+    policy: std::sync::Arc<dyn sgrun_engine::SpecPolicy>,
+) -> CreateOptions {
     CreateOptions {
         bundle: a.bundle.clone(),
+        policy: Some(policy),
         pid_file: a.pid_file.clone(),
         console_socket: a.console_socket.clone(),
         preserve_fds: a.preserve_fds,

@@ -3,6 +3,7 @@
 
 mod commands;
 mod log;
+mod profile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,11 +18,21 @@ Exit status:
   part is the root cause); for a foreground `run` or `exec`, the process's own status, or
   128+N when a signal N ended it.
 
+Profiles:
+  Every container runs under a profile (seccomp, capabilities, rlimits, masked paths, a pids
+  ceiling): the class its config.json names in the annotation io.sgrun.profile, or
+  --default-profile. Annotations can only tighten (io.sgrun.profile.deny,
+  io.sgrun.profile.drop-capabilities). See `sgrun profile list` and docs/profiles.md.
+
 Files:
   /run/sgrun/<id>/   state of each container (--root changes the directory)
+  /run/sgrun/.sgrun-cache/seccomp/   compiled filters, by content hash
+  /etc/sgrun/profiles/   local profiles (--profiles-dir)
 
 Examples:
   sgrun spec --bundle web && edit web/config.json
+  sgrun spec --profile wordpress --bundle site    config.json under the wordpress class
+  sgrun profile explain wordpress socket 16 3 0   what the class answers to one call
   sgrun run -d --bundle web web1          create and start, detached
   sgrun exec -t web1 sh                   a shell inside web1
   sgrun events --stats web1               one statistics record, as JSON
@@ -62,6 +73,26 @@ pub struct Cli {
     /// Log debug messages too
     #[arg(long, global = true, help_heading = "Global options")]
     pub debug: bool,
+    /// Profile for containers that name none in the io.sgrun.profile annotation ("none": the
+    /// config's own seccomp and capabilities only, as runc)
+    #[arg(
+        long,
+        global = true,
+        env = "SGRUN_DEFAULT_PROFILE",
+        default_value = sgrun_profiles::DEFAULT_CLASS,
+        value_name = "CLASS",
+        help_heading = "Global options"
+    )]
+    pub default_profile: String,
+    /// Directory of local profiles (NAME.toml), which may only tighten a built-in class
+    #[arg(
+        long,
+        global = true,
+        default_value = profile::DEFAULT_PROFILES_DIR,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
+    pub profiles_dir: PathBuf,
     /// Use systemd cgroups (not supported: sgrun manages cgroupfs paths only)
     #[arg(long, global = true, help_heading = "Global options")]
     pub systemd_cgroup: bool,

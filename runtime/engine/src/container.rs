@@ -20,13 +20,37 @@ use crate::validate::{load_config, resolve, validate_spec};
 /// Hidden from `list`: private copies of bundles whose config.json sgrun had to adjust.
 const SPEC_FILE: &str = "sgrun-config.json";
 const PRIVATE_BUNDLES: &str = ".sgrun-bundles";
+/// Compiled seccomp filters, by content hash. Hidden from `list` (a leading dot).
+const SECCOMP_CACHE: &str = ".sgrun-cache/seccomp";
 /// Where containers without a cgroupsPath go. An empty path would make libcgroups' v1 manager
 /// use, and on delete kill, the caller's own cgroup (youki defect 6).
 pub const DEFAULT_CGROUP_PARENT: &str = "/sgrun";
 
+/// What a policy did to a container's config.
+#[derive(Debug, Clone)]
+pub struct PolicyOutcome {
+    /// The profile now in force, for `sgrun state` and the logs.
+    pub profile: String,
+    /// A seccomp section to enforce beside the config's own `linux.seccomp` (both apply).
+    pub extra_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+/// The host's rules for every container's config, applied at create after the config is
+/// validated and before anything is made. The engine knows nothing of profiles: sgrun's CLI
+/// (and the shim) hand it one built from `sgrun-profiles`. A policy may only tighten.
+pub trait SpecPolicy: Send + Sync + std::fmt::Debug {
+    /// Adjusts `spec`; `None` when no profile applies to this container.
+    fn apply(
+        &self,
+        spec: &mut Spec,
+    ) -> std::result::Result<Option<PolicyOutcome>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct CreateOptions {
     pub bundle: PathBuf,
+    /// The host's policy (profiles); `None` runs the config as given, as runc does.
+    pub policy: Option<std::sync::Arc<dyn SpecPolicy>>,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: i32,
@@ -195,20 +219,39 @@ impl Runtime {
         let config_path = bundle.join("config.json");
         let mut spec = load_config(&config_path)?;
         validate_spec(&config_path, &bundle, &spec)?;
+        let applied = match &opts.policy {
+            Some(policy) => policy
+                .apply(&mut spec)
+                .map_err(|source| EngineError::Policy {
+                    id: id.into(),
+                    source,
+                })?,
+            None => None,
+        };
+        if applied.is_some() {
+            // What the policy added (paths, limits) is checked like the caller's own.
+            validate_spec(&config_path, &bundle, &spec)?;
+        }
         let rootfs = resolve(&bundle, spec.root().as_ref().expect("validated").path());
         let rootfs = rootfs
             .canonicalize()
             .map_err(|e| EngineError::io("resolving rootfs", &rootfs, e))?;
 
         // Compile seccomp here, in the parent, before any fork: the child only installs it.
-        let seccomp = crate::executor::compile_seccomp(id, &spec)?;
+        let extra_seccomp = applied.as_ref().and_then(|a| a.extra_seccomp.clone());
+        let compiled = crate::executor::compile_seccomp(
+            id,
+            &spec,
+            extra_seccomp.as_ref(),
+            Some(&self.seccomp_cache()),
+        )?;
 
         // Everything the caller gave is valid: only now may anything be created.
         self.ensure_root()?;
         let (lc_bundle, private_bundle, cgroup_path) =
-            self.effective_bundle(id, &bundle, &rootfs, &mut spec)?;
+            self.effective_bundle(id, &bundle, &rootfs, &mut spec, applied.is_some())?;
 
-        let result = self.build(id, opts, stdio, &lc_bundle, seccomp);
+        let result = self.build(id, opts, stdio, &lc_bundle, compiled.filters.clone());
         let container = match result {
             Ok(c) => c,
             Err(e) => {
@@ -221,6 +264,8 @@ impl Runtime {
             rootfs,
             cgroup_path,
             private_bundle,
+            profile: applied.map(|a| a.profile),
+            extra_seccomp,
         };
         let saved = self
             .save_spec(id, &spec)
@@ -231,6 +276,7 @@ impl Runtime {
             self.remove_leftovers(id, record.private_bundle.as_deref());
             return Err(e);
         }
+        compiled.fill_cache(&self.seccomp_cache());
         Ok(container)
     }
 
@@ -279,15 +325,22 @@ impl Runtime {
             .map_err(lc)
     }
 
+    /// Compiled seccomp filters, by content (see `sgrun_seccomp::compile_cached`).
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.root.join(SECCOMP_CACHE)
+    }
+
     /// libcontainer reads config.json from the bundle it is given. When sgrun must adjust the
-    /// config (today: a missing or empty cgroupsPath), it writes the adjusted copy into a
-    /// private bundle under the state root and leaves the caller's bundle untouched.
+    /// config (a missing or empty cgroupsPath, tmpcopyup mounts, a profile applied), it writes
+    /// the adjusted copy into a private bundle under the state root and leaves the caller's
+    /// bundle untouched.
     fn effective_bundle(
         &self,
         id: &str,
         bundle: &Path,
         rootfs: &Path,
         spec: &mut Spec,
+        adjusted: bool,
     ) -> Result<(PathBuf, Option<PathBuf>, PathBuf)> {
         // Mount options mount(2) does not know and sgrun implements itself.
         let copy_up = crate::tmpcopyup::take_from_spec(spec);
@@ -304,7 +357,7 @@ impl Runtime {
             .cgroups_path()
             .clone()
             .filter(|p| !p.as_os_str().is_empty());
-        if let (Some(cg), true) = (&given, copy_up.is_empty()) {
+        if let (Some(cg), true, false) = (&given, copy_up.is_empty(), adjusted) {
             return Ok((bundle.to_path_buf(), None, cg.clone()));
         }
         let cgroup_path =
@@ -314,8 +367,18 @@ impl Runtime {
             root.set_path(rootfs.to_path_buf());
         }
         let dir = self.root.join(PRIVATE_BUNDLES).join(id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| EngineError::io("creating private bundle", &dir, e))?;
+        // Another container's failed create or delete may remove the empty parent between our
+        // mkdirs; try again then.
+        let mut made = std::fs::create_dir_all(&dir);
+        for _ in 0..3 {
+            match &made {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    made = std::fs::create_dir_all(&dir);
+                }
+                _ => break,
+            }
+        }
+        made.map_err(|e| EngineError::io("creating private bundle", &dir, e))?;
         let cfg = dir.join("config.json");
         if let Err(e) = spec.save(&cfg) {
             let _ = std::fs::remove_dir_all(&dir);
@@ -335,6 +398,8 @@ impl Runtime {
     fn remove_leftovers(&self, id: &str, private_bundle: Option<&Path>) {
         if let Some(p) = private_bundle {
             let _ = std::fs::remove_dir_all(p);
+            // The parent too, once empty: a refused create leaves the root as it found it.
+            let _ = std::fs::remove_dir(self.root.join(PRIVATE_BUNDLES));
         }
         let dir = self.container_dir(id);
         if dir.exists() {
@@ -479,6 +544,8 @@ impl Runtime {
             })?;
         if let Some(p) = private {
             let _ = std::fs::remove_dir_all(p);
+            // Fails (and stays) while other containers have private bundles.
+            let _ = std::fs::remove_dir(self.root.join(PRIVATE_BUNDLES));
         }
         Ok(())
     }

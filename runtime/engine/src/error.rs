@@ -55,6 +55,13 @@ pub enum EngineError {
     #[error("unknown signal {signal:?}: use a name like TERM, SIGKILL or a number from 1 to 64")]
     UnknownSignal { signal: String },
 
+    #[error("the host's profile policy refused container {id:?}")]
+    Policy {
+        id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("seccomp profile of container {id:?} cannot be applied exactly")]
     Seccomp {
         id: String,

@@ -131,9 +131,19 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         .ok_or_else(|| exec_err("the container has no init pid".into()))?
         .as_raw();
     let spec = rt.saved_spec(id)?;
+    // The profile's own seccomp, when it runs beside the config's: exec gets both, as the
+    // init did.
+    let extra_seccomp = rt.record(id)?.extra_seccomp;
     let process = build_process(id, &spec, ov)?;
     drop(lock);
-    let prepared = prepare(id, init_pid, &spec, &process, opts)?;
+    let compiled = crate::executor::compile_seccomp(
+        id,
+        &spec,
+        extra_seccomp.as_ref(),
+        Some(&rt.seccomp_cache()),
+    )?;
+    compiled.fill_cache(&rt.seccomp_cache());
+    let prepared = prepare(id, init_pid, &spec, &process, opts, compiled.filters)?;
 
     // The console socket is connected before forking, so that a wrong path fails early.
     let console = match &opts.console_socket {
@@ -425,6 +435,7 @@ fn prepare(
     spec: &Spec,
     p: &Process,
     opts: &ExecOptions,
+    seccomp: Option<sgrun_seccomp::CompiledSeccomp>,
 ) -> Result<Prepared> {
     let cstr = |s: &str, what: &str| {
         CString::new(s).map_err(|_| EngineError::Exec {
@@ -447,7 +458,6 @@ fn prepare(
             namespaces.push((fd, *flag));
         }
     }
-    let seccomp = crate::executor::compile_seccomp(id, spec)?;
     let caps = p.capabilities().as_ref().map(|c| {
         let conv = |s: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
             s.iter()

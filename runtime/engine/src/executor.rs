@@ -117,16 +117,52 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Compile the container's seccomp profile, if it has one. Done in the parent before any
-/// fork (create and exec alike): the child only installs the result.
-pub fn compile_seccomp(id: &str, spec: &Spec) -> crate::error::Result<Option<CompiledSeccomp>> {
-    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
-        return Ok(None);
+/// The container's seccomp, compiled, and what the cache did not have yet.
+pub struct CompiledFilters {
+    pub filters: Option<CompiledSeccomp>,
+    misses: Vec<(oci_spec::runtime::LinuxSeccomp, CompiledSeccomp)>,
+}
+
+impl CompiledFilters {
+    /// Stores fresh compiles in the cache; call once the container exists.
+    pub fn fill_cache(&self, dir: &Path) {
+        for (section, compiled) in &self.misses {
+            sgrun_seccomp::cache_store(section, dir, compiled);
+        }
+    }
+}
+
+/// Compile the container's seccomp: its config's `linux.seccomp` and, when a profile brought
+/// a different one, that too (both are enforced; see `SpecPolicy`). Done in the parent before
+/// any fork (create and exec alike): the child only installs the result. `cache` is the
+/// directory of compiled filters keyed by content (see `sgrun_seccomp::compile_cached`); it is
+/// only read here.
+pub fn compile_seccomp(
+    id: &str,
+    spec: &Spec,
+    extra: Option<&oci_spec::runtime::LinuxSeccomp>,
+    cache: Option<&Path>,
+) -> crate::error::Result<CompiledFilters> {
+    let err = |source| crate::error::EngineError::Seccomp {
+        id: id.into(),
+        source: Box::new(source),
     };
-    sgrun_seccomp::compile(profile)
-        .map(Some)
-        .map_err(|source| crate::error::EngineError::Seccomp {
-            id: id.into(),
-            source: Box::new(source),
-        })
+    let mut misses = Vec::new();
+    let mut one = |section: Option<&oci_spec::runtime::LinuxSeccomp>| {
+        let Some(section) = section else {
+            return Ok(None);
+        };
+        let (compiled, hit) = sgrun_seccomp::compile_cached(section, cache).map_err(err)?;
+        if !hit {
+            misses.push((section.clone(), compiled.clone()));
+        }
+        Ok(Some(compiled))
+    };
+    let own = one(spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()))?;
+    let extra = one(extra)?;
+    let filters = match (own, extra) {
+        (Some(own), Some(extra)) => Some(own.stack(extra).map_err(err)?),
+        (own, extra) => own.or(extra),
+    };
+    Ok(CompiledFilters { filters, misses })
 }

@@ -10,7 +10,7 @@ pub mod signal;
 pub mod state;
 pub mod validate;
 
-pub use container::{CreateOptions, Runtime, Stdio};
+pub use container::{CreateOptions, PolicyOutcome, Runtime, SpecPolicy, Stdio};
 pub use error::{EngineError, Result};
 pub mod cgroups;
 pub mod exec;

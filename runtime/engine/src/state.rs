@@ -19,6 +19,12 @@ pub struct Record {
     /// Private bundle holding the adjusted config.json, removed on delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_bundle: Option<PathBuf>,
+    /// The profile the container runs under, if a policy applied one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// A profile's seccomp enforced beside the config's own (exec installs it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 impl Record {

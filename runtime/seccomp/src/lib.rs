@@ -1100,6 +1100,89 @@ fn check_total(filters: &[Filter]) -> Result<(), SeccompError> {
     Ok(())
 }
 
+/// [`compile`], through an on-disk cache keyed by the profile's content and this binary.
+///
+/// The key is the SHA-256 of the profile's JSON and of the running executable's identity
+/// (device, inode, size, modification time), so a new sgrun never reads an old one's BPF. A
+/// cached file that fails its own hash check is ignored. Reading never creates anything; the
+/// caller stores a fresh compile with [`cache_store`] once it knows the profile is in use (a
+/// refused create must leave nothing behind). Returns whether the cache answered.
+pub fn compile_cached(
+    seccomp: &LinuxSeccomp,
+    dir: Option<&std::path::Path>,
+) -> Result<(CompiledSeccomp, bool), SeccompError> {
+    let hit = dir
+        .zip(cache_key(seccomp))
+        .map(|(dir, key)| dir.join(format!("{key}.bpf")))
+        .and_then(|path| std::fs::read(path).ok())
+        .and_then(|bytes| CompiledSeccomp::from_bytes(&bytes));
+    match hit {
+        Some(compiled) => {
+            tracing::debug!("seccomp: compiled filters from the cache");
+            Ok((compiled, true))
+        }
+        None => Ok((compile(seccomp)?, false)),
+    }
+}
+
+/// Stores what [`compile`] made of `seccomp` under `dir` (created 0700). Failing is never an
+/// error, only a debug line: the next create compiles again.
+pub fn cache_store(seccomp: &LinuxSeccomp, dir: &std::path::Path, compiled: &CompiledSeccomp) {
+    let Some(key) = cache_key(seccomp) else {
+        return;
+    };
+    let path = dir.join(format!("{key}.bpf"));
+    if let Err(e) = write_cache(dir, &path, &compiled.to_bytes()) {
+        tracing::debug!(path = %path.display(), error = %e, "seccomp: cache not written");
+    }
+}
+
+fn cache_key(seccomp: &LinuxSeccomp) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::fs::metadata("/proc/self/exe").ok()?;
+    let mut hasher = Sha256::new();
+    hasher.update(b"sgrun-bpf-key/1\0");
+    for v in [
+        exe.dev(),
+        exe.ino(),
+        exe.size(),
+        exe.mtime() as u64,
+        exe.mtime_nsec() as u64,
+    ] {
+        hasher.update(v.to_le_bytes());
+    }
+    hasher.update(serde_json::to_vec(seccomp).ok()?);
+    Some(
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+fn write_cache(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // Unique per process, renamed into place: readers see a whole file or none.
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    drop(file);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// The symbolic name of an errno value sgrun's profiles use (`EPERM`, `ENOSYS`, …).
 pub fn errno_name(errno: i32) -> Option<&'static str> {
     ERRNO_NAMES

@@ -871,3 +871,26 @@ fn cache_bytes_round_trip_and_refuse_tampering() {
     longer.push(0);
     assert_eq!(crate::CompiledSeccomp::from_bytes(&longer), None);
 }
+
+#[test]
+fn cache_compiles_once_and_survives_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(json!({
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "syscalls": [{ "names": ["read"], "action": "SCMP_ACT_ALLOW" }]
+    }));
+    let first = crate::compile_cached(&p, Some(dir.path())).unwrap();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(crate::compile_cached(&p, Some(dir.path())).unwrap(), first);
+    // A corrupted entry is recompiled, never used.
+    std::fs::write(&files[0], b"sgrun-bpf/2\0garbage").unwrap();
+    assert_eq!(crate::compile_cached(&p, Some(dir.path())).unwrap(), first);
+    assert_eq!(
+        crate::CompiledSeccomp::from_bytes(&std::fs::read(&files[0]).unwrap()),
+        Some(first)
+    );
+}
