@@ -530,7 +530,24 @@ impl Sgrun {
     }
 
     /// Entries of the state root (hidden ones included).
+    /// What the state root holds, less the compiled-filter cache: a successful create before
+    /// may have filled it, and it belongs to no container. (A refused create on a fresh root
+    /// must not create it: the bad-input tests see that.)
     pub fn root_entries(&self) -> Vec<String> {
+        self.all_root_entries()
+            .into_iter()
+            .filter(|e| !(e == ".sgrun-cache" && self.cache_filled_by_success()))
+            .collect()
+    }
+
+    fn cache_filled_by_success(&self) -> bool {
+        fs::read_dir(self.root.join(".sgrun-cache/seccomp"))
+            .map(|rd| rd.flatten().count() > 0)
+            .unwrap_or(false)
+    }
+
+    /// Everything in the state root.
+    pub fn all_root_entries(&self) -> Vec<String> {
         match fs::read_dir(&self.root) {
             Ok(rd) => rd
                 .flatten()
@@ -741,6 +758,15 @@ impl Bundle {
             config,
             unprofiled: false,
         }
+    }
+
+    /// Sets an annotation (`io.sgrun.profile`, …).
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        if !self.config["annotations"].is_object() {
+            self.config["annotations"] = json!({});
+        }
+        self.config["annotations"][key] = json!(value);
+        self
     }
 
     /// See [`Bundle::unprofiled`].

@@ -14,6 +14,7 @@ mod config;
 mod exec;
 mod lifecycle;
 mod limits;
+mod profiles;
 mod seccomp;
 mod security;
 mod tty;

@@ -68,13 +68,13 @@ pub enum ProfileError {
         first_line: usize,
     },
 
-    #[error("{at}: {name} is {here} here but {there} in {other}; a call has one rule")]
+    #[error("{at}: {name} is {detail} in {other}; a call has one rule")]
     Conflict {
         at: Origin,
         name: String,
-        here: String,
-        there: String,
-        other: Origin,
+        /// "denied here but allowed"
+        detail: String,
+        other: Box<Origin>,
     },
 
     #[error(

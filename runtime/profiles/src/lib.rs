@@ -10,10 +10,6 @@
 //!
 //! The always-denied list ([`always`]) lives in code, not data: no file can change it.
 
-// Errors carry file, line and both sides of a conflict; they are built once, on the cold path
-// of reading a profile, so their size costs nothing worth boxing for.
-#![allow(clippy::result_large_err)]
-
 pub mod always;
 pub mod catalog;
 pub mod constants;

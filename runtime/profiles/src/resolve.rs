@@ -239,9 +239,8 @@ fn conflict(at: &Origin, name: &str, here: &str, there: &str, other: &Origin) ->
     ProfileError::Conflict {
         at: at.clone(),
         name: name.to_owned(),
-        here: here.to_owned(),
-        there: there.to_owned(),
-        other: other.clone(),
+        detail: format!("{here} here but {there}"),
+        other: Box::new(other.clone()),
     }
 }
 
