@@ -46,6 +46,9 @@ own_root=0
 if [[ -z ${SGRUN_ROOT:-} ]]; then SGRUN_ROOT=$(mktemp -d /tmp/sgrun-wp-root.XXXXXX); own_root=1; fi
 work=${WORK_DIR:-$(mktemp -d /var/tmp/sgrun-wp.XXXXXX)}
 mkdir -p "$work"
+# mktemp makes 0700: with a user namespace the container's root (a mapped host uid) must
+# traverse it to reach the bind-mount sources.
+chmod 0755 "$work"
 work=$(cd "$work" && pwd)
 id=wp-e2e-$$
 export SITE_ID=$id
@@ -157,7 +160,7 @@ sg run -d -b "$work/bundle" "$id" >"$work/console-cold.log" 2>&1 ||
     die "sgrun run -d failed: $(tail -n 5 "$work/console-cold.log")"
 run_ms=$(($(now_ms) - t0))
 cold_ms=$(first_200 /wp-admin/install.php) ||
-    die "no HTTP 200 from /wp-admin/install.php within ${start_timeout}s of the cold start"
+    die "no HTTP 200 from /wp-admin/install.php after the cold start (timeout ${start_timeout}s)"
 echo "ok - cold start: sgrun run -d $run_ms ms, first HTTP 200 after $cold_ms ms"
 t=$(now_ms)
 "$here/flow.sh" "$sock" | sed 's/^/    /'
@@ -180,7 +183,7 @@ echo "ok - clean stop ($stop_ms ms): init exit status 0, MariaDB shutdown comple
 t0=$(now_ms)
 sg run -b "$work/bundle" "$id" >"$work/console-warm.log" 2>&1 </dev/null &
 fg_pid=$!
-warm_ms=$(first_200 /) || die "no HTTP 200 from / within ${start_timeout}s of the warm start"
+warm_ms=$(first_200 /) || die "no HTTP 200 from / after the warm start (timeout ${start_timeout}s)"
 echo "ok - warm start: first HTTP 200 after $warm_ms ms"
 front=$(curl -sS --max-time 10 --unix-socket "$sock" -H "Host: $site_host" "http://$site_host/") ||
     die "front page after the warm start: curl failed"
