@@ -11,13 +11,16 @@ SGRUN_RELEASE := target/$(TARGET)/release/sgrun
 SGRUN_DEBUG := target/debug/sgrun
 CARGO ?= cargo
 
-.PHONY: all build build-debug deps test test-unit test-integration test-cgv2 test-clients \
+.PHONY: all build build-debug deps test test-unit test-integration test-cgv2 test-clients test-wordpress deps-test \
         bench demo install uninstall lint fmt clean
 
 all: build
 
 deps:
 	scripts/install-deps.sh --for all
+
+deps-test:
+	scripts/install-deps.sh --for test
 
 build:
 	RUSTFLAGS="$${RUSTFLAGS:+$$RUSTFLAGS }-C target-feature=+crt-static" $(CARGO) build --release -p sgrun --target $(TARGET)
@@ -26,8 +29,9 @@ build-debug:
 	$(CARGO) build -p sgrun
 
 # The whole suite, as CI runs it: unit tests, integration tests with real containers, the
-# cgroup-v2 path in a throwaway VM, and containerd/Podman/Docker driving sgrun.
-test: lint test-unit test-integration test-cgv2 test-clients
+# cgroup-v2 path in a throwaway VM, containerd/Podman/Docker driving sgrun, and the WordPress
+# site under its profile.
+test: deps-test lint test-unit test-integration test-cgv2 test-clients test-wordpress
 	@echo "make test: every suite passed"
 
 lint:
@@ -45,6 +49,11 @@ test-cgv2:
 
 test-clients: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/clients/run.sh all
+
+# The image is built once into /var/tmp/sgrun-wordpress-image (IMAGE_DIR) and rebuilt only when
+# its recipe changes (about a minute from deb.debian.org).
+test-wordpress: build
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/wordpress/ci.sh
 
 # Figures against runc and crun in the same run; written to docs/benchmarks.md by hand with
 # the date (the harness prints the Markdown table).

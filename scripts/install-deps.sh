@@ -15,13 +15,16 @@ clients=(containerd podman docker.io)
 # The cgroup-v2 VM: QEMU TCG boots Debian's cloud kernel (fetched with apt-get download).
 vm=(qemu-system-x86 cpio lz4 e2fsprogs)
 bench=(hyperfine time)
+# The WordPress site: its image (mmdebstrap from deb.debian.org), its tests (curl over the
+# site's unix socket, python3 for the id-shifted copy and the audit listener).
+wordpress=(mmdebstrap curl python3 linux-libc-dev)
 
 pkgs=("${build[@]}")
 case $what in
     build) ;;
-    test) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}") ;;
+    test) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${wordpress[@]}") ;;
     bench) pkgs+=("${runtime[@]}" "${bench[@]}") ;;
-    all) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${bench[@]}") ;;
+    all) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${bench[@]}" "${wordpress[@]}") ;;
     *) echo "install-deps.sh: unknown --for $what (build, test, bench, all)" >&2; exit 1 ;;
 esac
 

@@ -88,6 +88,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        env = "SGRUN_PROFILES_DIR",
         default_value = profile::DEFAULT_PROFILES_DIR,
         value_name = "DIR",
         help_heading = "Global options"

@@ -148,15 +148,22 @@ pub fn run(cmd: ProfileCommand, profiles_dir: &Path) -> Result<u8> {
                 let list: Vec<_> = classes.iter().map(summary).collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else {
+                // Local profiles can have long names: the column is as wide as the longest.
+                let width = classes
+                    .iter()
+                    .map(|p| p.name.len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(5);
                 writeln!(
                     out,
-                    "{:<12} {:>5} {:>4} {:>5}  DESCRIPTION",
+                    "{:<width$} {:>5} {:>4} {:>5}  DESCRIPTION",
                     "CLASS", "CALLS", "CAPS", "PIDS"
                 )?;
                 for p in &classes {
                     writeln!(
                         out,
-                        "{:<12} {:>5} {:>4} {:>5}  {}",
+                        "{:<width$} {:>5} {:>4} {:>5}  {}",
                         p.name,
                         p.allow.len(),
                         p.capabilities.len(),
