@@ -19,7 +19,9 @@ pub const DEFAULT_PROFILES_DIR: &str = "/etc/sgrun/profiles";
 #[derive(Debug)]
 pub struct ProfilePolicy {
     catalog: Catalog,
-    default_class: Option<String>,
+    /// The default class, resolved once here (which also checks --default-profile) and
+    /// reused by apply for the containers that name no other.
+    default_class: Option<Profile>,
 }
 
 impl ProfilePolicy {
@@ -28,12 +30,11 @@ impl ProfilePolicy {
         let catalog = catalog(profiles_dir)?;
         let default_class = match default_class {
             "none" => None,
-            name => {
+            name => Some(
                 catalog
                     .class(name)
-                    .with_context(|| format!("--default-profile {name}"))?;
-                Some(name.to_owned())
-            }
+                    .with_context(|| format!("--default-profile {name}"))?,
+            ),
         };
         Ok(Self {
             catalog,
@@ -49,12 +50,15 @@ impl SpecPolicy for ProfilePolicy {
     ) -> std::result::Result<Option<PolicyOutcome>, Box<dyn std::error::Error + Send + Sync>> {
         let Some(selection) = Selection::from_annotations(
             spec.annotations().as_ref(),
-            self.default_class.as_deref(),
+            self.default_class.as_ref().map(|p| p.name.as_str()),
         )?
         else {
             return Ok(None);
         };
-        let profile = self.catalog.class(&selection.class)?;
+        let profile = match &self.default_class {
+            Some(default) if default.name == selection.class => default.clone(),
+            _ => self.catalog.class(&selection.class)?,
+        };
         let applied = oci::apply(&profile, &selection.tightening, spec)?;
         tracing::debug!(profile = %applied.profile, stacked = applied.extra_seccomp.is_some(), "profile applied");
         Ok(Some(PolicyOutcome {

@@ -592,7 +592,11 @@ pub(crate) enum Lookup {
 }
 
 pub(crate) fn lookup(name: &str) -> Lookup {
-    if let Some(&(_, nr)) = X86_64.iter().find(|(n, _)| *n == name) {
+    // A profile looks up every one of its ~300 names at each create: a map, not a scan.
+    static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, i64>> =
+        std::sync::OnceLock::new();
+    let by_name = BY_NAME.get_or_init(|| X86_64.iter().copied().collect());
+    if let Some(&nr) = by_name.get(name) {
         Lookup::X86_64(nr)
     } else if OTHER_ARCH_ONLY.contains(&name) {
         Lookup::OtherArchOnly
