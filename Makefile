@@ -61,6 +61,7 @@ bench: build
 	scripts/install-deps.sh --for bench
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/run.sh --out target/bench-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/profiles.sh | tee target/bench-profiles-latest.md
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/wordpress.sh | tee target/bench-wordpress-latest.md
 
 demo: build
 	scripts/install-deps.sh --for test

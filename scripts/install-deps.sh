@@ -23,7 +23,7 @@ pkgs=("${build[@]}")
 case $what in
     build) ;;
     test) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${wordpress[@]}") ;;
-    bench) pkgs+=("${runtime[@]}" "${bench[@]}") ;;
+    bench) pkgs+=("${runtime[@]}" "${bench[@]}" "${wordpress[@]}") ;;
     all) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${bench[@]}" "${wordpress[@]}") ;;
     *) echo "install-deps.sh: unknown --for $what (build, test, bench, all)" >&2; exit 1 ;;
 esac
