@@ -24,8 +24,10 @@ trap 'for id in $("$SGRUN" --root "$root" list -q 2>/dev/null); do "$SGRUN" --ro
 # Rows besides the classes, all under --default-profile none with a seccomp section of the
 # config's own: "minimal" allows everything but acct (the price of having any filter at all:
 # the slow syscall entry path, and the kernel's speculative-store-bypass mitigation that it
-# switches on for seccomp tasks by default); "minimal-spec-allow" is the same filter with
-# SECCOMP_FILTER_FLAG_SPEC_ALLOW (without that mitigation), which sgrun never sets itself.
+# switches on for seccomp tasks by default where the CPU offers it; see
+# /sys/devices/system/cpu/vulnerabilities/spec_store_bypass); "minimal-spec-allow" is the same
+# filter with SECCOMP_FILTER_FLAG_SPEC_ALLOW (without that mitigation), which sgrun never sets
+# itself.
 minimal='{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
   "syscalls": [{"names": ["acct"], "action": "SCMP_ACT_ERRNO"}]}'
 bundle() { # NAME CLASS|none|minimal|minimal-spec-allow

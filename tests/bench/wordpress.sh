@@ -3,7 +3,9 @@
 # in the same run: one installed site, started alternately under io.sgrun.profile=wordpress
 # and under --default-profile none with no seccomp (same capabilities, same limits), each
 # time warmed up, then loaded with CLIENTS keep-alive curl processes fetching the front page
-# over the site's unix socket.
+# over the site's unix socket. Besides requests per second (wall clock: noisy on a shared
+# 2-core VM), it reports the container's CPU time per request from its cgroup (cpuacct on
+# cgroup v1, cpu.stat on v2), which a neighbour's load disturbs much less.
 #
 # Usage: tests/bench/wordpress.sh [--rounds N] [--requests N] [--clients N]
 #        (root; SGRUN=path; IMAGE_DIR as for tests/wordpress/run.sh)
@@ -63,6 +65,18 @@ start_site() { # MODE [WANT]: WANT is the HTTP code to wait for (200; "any" befo
     return 1
 }
 
+# cpu_us: the site's cgroup CPU time so far, in microseconds.
+cpu_us() {
+    local f
+    for f in /sys/fs/cgroup/cpuacct/sgrun/$id/cpuacct.usage /sys/fs/cgroup/cpu,cpuacct/sgrun/$id/cpuacct.usage; do
+        [ -r "$f" ] && { echo $(($(cat "$f") / 1000)); return; }
+    done
+    f=/sys/fs/cgroup/sgrun/$id/cpu.stat
+    [ -r "$f" ] && { awk '$1 == "usage_usec" {print $2}' "$f"; return; }
+    echo "bench wordpress: no CPU accounting file for the cgroup sgrun/$id" >&2
+    return 1
+}
+
 # load N: CLIENTS curl processes, each fetching N/CLIENTS front pages on one keep-alive
 # connection; prints requests per second, fails unless every answer was 200.
 load() {
@@ -86,14 +100,17 @@ start_site filter any
 "$wp/flow.sh" "$sock" >"$work/flow.log" 2>&1 || { cat "$work/flow.log" >&2; exit 1; }
 stop_site
 
-declare -A rps
+declare -A rps cpu
 for ((r = 0; r < ROUNDS; r++)); do
     # Alternate which mode goes first, so that drift hits both alike.
     if ((r % 2 == 0)); then order=(filter none); else order=(none filter); fi
     for mode in "${order[@]}"; do
         start_site "$mode"
         load 40 >/dev/null # warm-up: opcache, MariaDB's buffer pool
+        c0=$(cpu_us)
         rps[$mode]+="$(load "$REQUESTS") "
+        c1=$(cpu_us)
+        cpu[$mode]+="$(awk -v d=$((c1 - c0)) -v n="$REQUESTS" 'BEGIN {printf "%.2f", d / n / 1000}') "
         stop_site
     done
 done
@@ -101,10 +118,13 @@ done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 f=$(median <<<"${rps[filter]}")
 n=$(median <<<"${rps[none]}")
-echo "| WordPress front page, $CLIENTS clients, $REQUESTS requests, median of $ROUNDS | req/s |"
-echo "|---|---:|"
-echo "| no seccomp filter (--default-profile none) | $n |"
-echo "| wordpress class | $f |"
-echo "| ratio (class / none) | $(awk -v a="$f" -v b="$n" 'BEGIN {printf "%.3f", a / b}') |"
+fc=$(median <<<"${cpu[filter]}")
+nc=$(median <<<"${cpu[none]}")
+echo "| WordPress front page, $CLIENTS clients, $REQUESTS requests, median of $ROUNDS | req/s | container CPU ms per request |"
+echo "|---|---:|---:|"
+echo "| no seccomp filter (--default-profile none) | $n | $nc |"
+echo "| wordpress class | $f | $fc |"
+echo "| ratio (class / none) | $(awk -v a="$f" -v b="$n" 'BEGIN {printf "%.3f", a / b}') | $(awk -v a="$fc" -v b="$nc" 'BEGIN {printf "%.3f", a / b}') |"
 echo
-echo "samples: filter ${rps[filter]}; none ${rps[none]}"
+echo "samples, req/s: filter ${rps[filter]}; none ${rps[none]}"
+echo "samples, CPU ms per request: filter ${cpu[filter]}; none ${cpu[none]}"

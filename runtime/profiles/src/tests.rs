@@ -80,6 +80,52 @@ fn every_class_resolves_compiles_and_every_rule_says_why() {
     }
 }
 
+/// The cost of a class rests on the kernel's action cache: every call a class allows without
+/// conditions must be answered from it (its path through every filter looks at nothing but
+/// the call number and the architecture), and every call with conditions or denied must not
+/// be. A change to the compiler that loaded an argument before dispatching on the number
+/// would make every call run ~2600 instructions; this catches it.
+#[test]
+fn unconditional_allows_are_answered_from_the_kernels_cache() {
+    use sgrun_seccomp::simulate::cached_allow;
+    let catalog = Catalog::builtin();
+    for name in CLASSES {
+        let p = catalog.class(name).unwrap();
+        let c = compile(&p, &Tightening::default()).unwrap();
+        let mut cached = 0;
+        for (syscall, rule) in &p.allow {
+            let nr = sgrun_seccomp::syscall_number(syscall).unwrap() as u32;
+            // Conditional: the class's own conditions, a deny of its own beside the allow, or
+            // an always-denied rule for some arguments (ioctl requests, clone flags, …).
+            let conditional = rule.when != crate::model::When::Always
+                || p.deny.contains_key(syscall)
+                || ALWAYS_DENIED
+                    .iter()
+                    .any(|d| d.names.contains(&syscall.as_str()));
+            assert_eq!(
+                cached_allow(&c, nr),
+                !conditional,
+                "{name}: {syscall} (allowed {}) cached: {}",
+                if conditional {
+                    "with conditions"
+                } else {
+                    "always"
+                },
+                cached_allow(&c, nr)
+            );
+            cached += usize::from(!conditional);
+        }
+        assert!(cached > 150, "{name}: only {cached} calls cached");
+        for (syscall, _) in &p.deny {
+            let nr = sgrun_seccomp::syscall_number(syscall).unwrap() as u32;
+            assert!(
+                !cached_allow(&c, nr),
+                "{name}: denied {syscall} is cached as allowed"
+            );
+        }
+    }
+}
+
 /// Golden hashes: a change to a profile or to the compiler shows up here, on purpose. Update
 /// with `SGRUN_UPDATE_GOLDEN=1 cargo test -p sgrun-profiles golden` and review the diff.
 #[test]

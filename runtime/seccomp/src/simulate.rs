@@ -124,6 +124,55 @@ pub fn run_all(compiled: &CompiledSeccomp, data: &SeccompData) -> u32 {
     ret
 }
 
+/// The kernel's seccomp action cache (`seccomp_cache_prepare`, 5.11+): when a filter is
+/// attached, the kernel emulates it for each call number with only `nr` and `arch` known, and
+/// a call for which it provably returns ALLOW is answered from a bitmap ever after, without
+/// running the filter. This mirrors `seccomp_is_const_allow`: any instruction outside the few
+/// it understands, or a load of anything but `nr` and `arch`, makes the call uncached.
+pub fn kernel_caches_allow(program: &[sock_filter], arch: u32, nr: u32) -> bool {
+    let mut a: u32 = 0;
+    let mut pc = 0usize;
+    while let Some(insn) = program.get(pc) {
+        pc += 1;
+        match insn.code {
+            // LD W ABS: only seccomp_data.nr (offset 0) and .arch (offset 4) are known.
+            0x20 => {
+                a = match insn.k {
+                    0 => nr,
+                    4 => arch,
+                    _ => return false,
+                }
+            }
+            // ALU AND K
+            0x54 => a &= insn.k,
+            // JMP JA
+            0x05 => pc += insn.k as usize,
+            // JMP JEQ/JGE/JGT/JSET with K
+            0x15 | 0x35 | 0x25 | 0x45 => {
+                let taken = match insn.code {
+                    0x15 => a == insn.k,
+                    0x35 => a >= insn.k,
+                    0x25 => a > insn.k,
+                    _ => a & insn.k != 0,
+                };
+                pc += usize::from(if taken { insn.jt } else { insn.jf });
+            }
+            // RET K
+            0x06 => return insn.k == libc::SECCOMP_RET_ALLOW,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Whether the kernel answers `nr` (x86_64) from its action cache under every filter of
+/// `compiled`, that is, without running any of them.
+pub fn cached_allow(compiled: &CompiledSeccomp, nr: u32) -> bool {
+    compiled
+        .programs()
+        .all(|(_, program)| kernel_caches_allow(program, AUDIT_ARCH_X86_64, nr))
+}
+
 /// A seccomp result, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -896,3 +896,47 @@ fn cache_compiles_once_and_survives_corruption() {
     let again = crate::compile_cached(&p, Some(&cache)).unwrap();
     assert_eq!(again, (first, false));
 }
+
+/// The action-cache model itself: a program that dispatches on the call number first is
+/// cached for the calls it allows outright; one that looks at an argument, or at the
+/// instruction pointer, is not (the kernel then runs it on every call).
+#[test]
+fn kernel_action_cache_model() {
+    use crate::guard::AUDIT_ARCH_X86_64;
+    use crate::simulate::kernel_caches_allow;
+    use seccompiler::sock_filter;
+    let insn = |code: u16, jt: u8, jf: u8, k: u32| sock_filter { code, jt, jf, k };
+    const LD: u16 = 0x20;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    let allow = libc::SECCOMP_RET_ALLOW;
+    let deny = libc::SECCOMP_RET_ERRNO | 1;
+    // if nr == 0 allow, else deny
+    let by_number = [
+        insn(LD, 0, 0, 0),
+        insn(JEQ, 0, 1, 0),
+        insn(RET, 0, 0, allow),
+        insn(RET, 0, 0, deny),
+    ];
+    assert!(kernel_caches_allow(&by_number, AUDIT_ARCH_X86_64, 0));
+    assert!(!kernel_caches_allow(&by_number, AUDIT_ARCH_X86_64, 1));
+    // if args[0] == 0 allow: depends on an argument, never cached
+    let by_argument = [
+        insn(LD, 0, 0, 16),
+        insn(JEQ, 0, 1, 0),
+        insn(RET, 0, 0, allow),
+        insn(RET, 0, 0, deny),
+    ];
+    assert!(!kernel_caches_allow(&by_argument, AUDIT_ARCH_X86_64, 0));
+    // a compiled allowlist: its unconditional allow is cached, its conditional one is not
+    let c = compiled(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [
+            { "names": ["read"], "action": "SCMP_ACT_ALLOW" },
+            { "names": ["ioctl"], "action": "SCMP_ACT_ALLOW", "args": [{ "index": 1, "value": 21505, "op": "SCMP_CMP_EQ" }] }
+        ]
+    }));
+    assert!(crate::simulate::cached_allow(&c, 0), "read");
+    assert!(!crate::simulate::cached_allow(&c, 16), "ioctl");
+    assert!(!crate::simulate::cached_allow(&c, 1), "write (denied)");
+}
