@@ -116,3 +116,66 @@ fn memory_limit_is_enforced() {
     weak.run_detached();
     weak.exec(&[], &eat).ok();
 }
+
+/// The container's root cannot raise its own limits through the cgroup filesystem. With a
+/// cgroup namespace its own cgroup is the root of what it sees, and cgroup v1 limit files only
+/// need uid 0; the config mounts /sys/fs/cgroup "ro", which libcontainer 0.7 drops and sgrun
+/// restores (runtime/engine/src/cgroupfs.rs). The weakened twin mounts it without "ro": the
+/// same write then raises the limit, so the test can see the hole.
+#[test]
+fn container_root_cannot_raise_its_own_memory_limit() {
+    const RAISE: &str = "echo 999999999 > /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                         cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let env = TestEnv::new("cgro");
+    let limit = json!({"memory": {"limit": 64u64 << 20}});
+    // As `runc spec` and `sgrun spec` write it: a cgroup namespace and a read-only cgroupfs.
+    let runc_spec_cgroups = |args: &[&str], options: serde_json::Value| {
+        env.bundle()
+            .args(args)
+            .with_namespace("cgroup")
+            .edit(|config| {
+                config["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                    "options": options
+                }))
+            })
+    };
+    let ro = || json!(["nosuid", "noexec", "nodev", "relatime", "ro"]);
+
+    let c = env.container(
+        "c",
+        runc_spec_cgroups(&["sh", "-c", RAISE], ro()).resources(limit.clone()),
+    );
+    let out = c.run_fg();
+    assert_eq!(out.stdout_trim(), (64u64 << 20).to_string(), "{out}");
+    assert!(out.stderr.contains("Read-only file system"), "{out}");
+    let mounts = env.container("m", runc_spec_cgroups(&["cat", "/proc/self/mounts"], ro()));
+    let mounts = mounts.run_fg();
+    let cgroup_mounts: Vec<&str> = mounts
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" /sys/fs/cgroup"))
+        .collect();
+    assert!(cgroup_mounts.len() > 1, "{mounts}");
+    for line in cgroup_mounts {
+        assert!(
+            line.split(' ').nth(3).unwrap().starts_with("ro,"),
+            "not read-only: {line}"
+        );
+    }
+
+    let weak = env.weak_container(
+        "weak",
+        runc_spec_cgroups(
+            &["sh", "-c", RAISE],
+            json!(["nosuid", "noexec", "nodev", "relatime"]),
+        )
+        .resources(limit),
+    );
+    let out = weak.run_fg();
+    assert_ne!(
+        out.stdout_trim(),
+        (64u64 << 20).to_string(),
+        "the weakened twin should raise its limit: {out}"
+    );
+}

@@ -259,6 +259,20 @@ impl Runtime {
                 return Err(e);
             }
         };
+        // Before the container runs anything of its own (its init waits for start): the
+        // cgroup mounts libcontainer made read-write become read-only as the config asks.
+        let sealed = match container.pid() {
+            Some(pid) => {
+                crate::cgroupfs::seal(id, pid, &crate::cgroupfs::readonly_cgroup_mounts(&spec))
+            }
+            None => Ok(()),
+        };
+        if let Err(e) = sealed {
+            let mut c = container;
+            let _ = c.delete(true);
+            self.remove_leftovers(id, private_bundle.as_deref());
+            return Err(e);
+        }
         let record = Record {
             bundle,
             rootfs,

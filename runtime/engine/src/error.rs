@@ -86,6 +86,18 @@ pub enum EngineError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    #[error(
+        "container {id:?}: its config mounts the cgroup filesystem at {path} read-only (\"ro\"), and \
+         sgrun could not make it so ({step})"
+    )]
+    CgroupReadonly {
+        id: String,
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{action} {path}")]
     Io {
         action: &'static str,

@@ -12,6 +12,7 @@ pub mod validate;
 
 pub use container::{CreateOptions, PolicyOutcome, Runtime, SpecPolicy, Stdio};
 pub use error::{EngineError, Result};
+pub mod cgroupfs;
 pub mod cgroups;
 pub mod exec;
 pub mod features;
