@@ -316,3 +316,32 @@ fn tmpfs_with_tmpcopyup_starts_with_the_image_contents() {
         "{out}"
     );
 }
+
+/// A new network namespace has its loopback interface up, as runc and crun leave it
+/// (libcontainer 0.7 does not; runtime/engine/src/loopback.rs): a listener on 127.0.0.1 is
+/// reachable, with and without a user namespace.
+#[test]
+fn loopback_is_up_in_a_new_network_namespace() {
+    let env = TestEnv::new("lo");
+    let script = "cat /sys/class/net/lo/flags; nc -l -p 8080 > /tmp/got & sleep 0.3; \
+                  echo over-loopback | nc 127.0.0.1 8080; sleep 0.2; cat /tmp/got";
+    for (tag, bundle) in [
+        ("plain", env.bundle().sh(script)),
+        ("userns", env.bundle().userns().sh(script)),
+    ] {
+        let bundle = bundle.edit(|c| {
+            c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+                "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev"]
+            }))
+        });
+        let out = env.container(tag, bundle).run_fg();
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(
+            lines.first(),
+            Some(&"0x9"),
+            "{tag}: lo is not UP|LOOPBACK: {out}"
+        );
+        assert_eq!(lines.last(), Some(&"over-loopback"), "{tag}: {out}");
+    }
+}

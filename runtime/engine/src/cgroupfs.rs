@@ -15,14 +15,14 @@
 //! cannot be made read-only fails the create.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
 use crate::error::{EngineError, Result};
+use crate::nschild;
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
@@ -71,20 +71,12 @@ pub fn seal(id: &str, init: Pid, destinations: &[PathBuf]) -> Result<()> {
             step,
             source,
         };
-    let proc_dir = PathBuf::from(format!("/proc/{init}"));
-    let open_proc = |name: &str, flags: libc::c_int| -> Result<OwnedFd> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(proc_dir.join(name))
-            .map(OwnedFd::from)
-            .map_err(|e| fail(&proc_dir.join(name), "opening the container's namespace", e))
-    };
-    let mnt_ns = open_proc("ns/mnt", 0)?;
+    let namespace = |e| fail(&destinations[0], "opening the container's namespace", e);
+    let mnt_ns = nschild::open_proc(init, "ns/mnt", libc::O_RDONLY).map_err(namespace)?;
     // The container's root as its init sees it: resolving beneath it, in the container's
     // mount namespace, reaches exactly the mounts libcontainer made.
-    let root = open_proc("root", libc::O_PATH | libc::O_DIRECTORY)?;
+    let root =
+        nschild::open_proc(init, "root", libc::O_PATH | libc::O_DIRECTORY).map_err(namespace)?;
     // Everything the child needs is made before fork: after it, only raw system calls.
     let paths: Vec<CString> = destinations
         .iter()
@@ -99,74 +91,35 @@ pub fn seal(id: &str, init: Pid, destinations: &[PathBuf]) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
-    let (report_read, report_write) =
-        nix::unistd::pipe().map_err(|e| fail(&destinations[0], "creating a pipe", e.into()))?;
-
-    // SAFETY: the child only makes system calls (setns, openat2, mount_setattr, write, _exit)
-    // on data prepared above; it allocates nothing and takes no lock.
-    match unsafe { fork() }.map_err(|e| fail(&destinations[0], "fork", e.into()))? {
-        ForkResult::Child => {
-            drop(report_read);
-            let code = seal_in_child(mnt_ns.as_raw_fd(), root.as_raw_fd(), &paths);
-            if let Some((index, errno)) = code {
-                let mut msg = [0u8; 8];
-                msg[..4].copy_from_slice(&(index as u32).to_ne_bytes());
-                msg[4..].copy_from_slice(&errno.to_ne_bytes());
-                // SAFETY: writes 8 bytes from a live stack buffer to our own pipe.
-                unsafe { libc::write(report_write.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
-            }
-            // SAFETY: _exit ends the forked child without running the parent's destructors
-            // or atexit handlers.
-            unsafe { libc::_exit(i32::from(code.is_some())) }
-        }
-        ForkResult::Parent { child } => {
-            drop(report_write);
-            let status = waitpid(child, None)
-                .map_err(|e| fail(&destinations[0], "waiting for the helper", e.into()))?;
-            let mut msg = [0u8; 8];
-            let n = nix::unistd::read(report_read.as_raw_fd(), &mut msg).unwrap_or(0);
-            if n == 8 {
-                let index = u32::from_ne_bytes(msg[..4].try_into().expect("4 bytes")) as usize;
-                let errno = i32::from_ne_bytes(msg[4..].try_into().expect("4 bytes"));
-                let (step, path) = match index {
-                    0 => ("entering the container's mount namespace", &destinations[0]),
-                    i if i % 2 == 1 => (
-                        "finding the mount beneath the container's root (no symlinks)",
-                        &destinations[(i - 1) / 2],
-                    ),
-                    i => (
-                        "making it read-only (mount_setattr)",
-                        &destinations[(i - 1) / 2],
-                    ),
-                };
-                return Err(fail(path, step, std::io::Error::from_raw_os_error(errno)));
-            }
-            match status {
-                WaitStatus::Exited(_, 0) => Ok(()),
-                other => Err(fail(
-                    &destinations[0],
-                    "the helper process",
-                    std::io::Error::other(format!("ended as {other:?}")),
-                )),
-            }
-        }
-    }
+    let outcome = nschild::run(|| {
+        nschild::setns(&mnt_ns, libc::CLONE_NEWNS)?;
+        seal_in_child(root.as_raw_fd(), &paths)
+    })
+    .map_err(|e| fail(&destinations[0], "running the helper process", e))?;
+    outcome.map_err(|f| {
+        let (step, path) = match f.step as usize {
+            0 => ("entering the container's mount namespace", &destinations[0]),
+            i if i % 2 == 1 => (
+                "finding the mount beneath the container's root (no symlinks)",
+                &destinations[(i - 1) / 2],
+            ),
+            i => (
+                "making it read-only (mount_setattr)",
+                &destinations[(i - 1) / 2],
+            ),
+        };
+        fail(path, step, std::io::Error::from_raw_os_error(f.errno))
+    })
 }
 
-/// In the forked child: enter the mount namespace, then for each path resolve it beneath the
+/// In the forked child, inside the mount namespace: for each path, resolve it beneath the
 /// container's root without following any symlink and set MOUNT_ATTR_RDONLY on it and every
-/// mount below it. Returns the failing step (0: setns; 2i+1: resolving path i; 2i+2: its
-/// mount_setattr) and errno.
-fn seal_in_child(mnt_ns: i32, root: i32, paths: &[CString]) -> Option<(usize, i32)> {
-    let errno = || {
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
+/// mount below it. Failing steps: 2i+1 resolving path i, 2i+2 its mount_setattr.
+fn seal_in_child(root: i32, paths: &[CString]) -> std::result::Result<(), nschild::Failed> {
+    let failed = |step: usize| nschild::Failed {
+        step: step as u32,
+        errno: nschild::errno(),
     };
-    // SAFETY: setns on a namespace fd we opened; affects only this single-threaded child.
-    if unsafe { libc::setns(mnt_ns, libc::CLONE_NEWNS) } != 0 {
-        return Some((0, errno()));
-    }
     for (i, path) in paths.iter().enumerate() {
         let how = OpenHow {
             flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
@@ -184,7 +137,7 @@ fn seal_in_child(mnt_ns: i32, root: i32, paths: &[CString]) -> Option<(usize, i3
             )
         };
         if fd < 0 {
-            return Some((2 * i + 1, errno()));
+            return Err(failed(2 * i + 1));
         }
         let attr = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY,
@@ -206,8 +159,8 @@ fn seal_in_child(mnt_ns: i32, root: i32, paths: &[CString]) -> Option<(usize, i3
             )
         };
         if rc != 0 {
-            return Some((2 * i + 2, errno()));
+            return Err(failed(2 * i + 2));
         }
     }
-    None
+    Ok(())
 }

@@ -261,9 +261,16 @@ impl Runtime {
         };
         // Before the container runs anything of its own (its init waits for start): the
         // cgroup mounts libcontainer made read-write become read-only as the config asks.
+        // And the loopback interface of a new network namespace is up, as with runc.
         let sealed = match container.pid() {
             Some(pid) => {
                 crate::cgroupfs::seal(id, pid, &crate::cgroupfs::readonly_cgroup_mounts(&spec))
+                    .and_then(
+                        |()| match crate::loopback::has_new_network_namespace(&spec) {
+                            true => crate::loopback::bring_up(id, pid),
+                            false => Ok(()),
+                        },
+                    )
             }
             None => Ok(()),
         };

@@ -98,6 +98,14 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    #[error("container {id:?}: cannot bring up the loopback interface of its network namespace ({step})")]
+    Loopback {
+        id: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{action} {path}")]
     Io {
         action: &'static str,

@@ -16,6 +16,8 @@ pub mod cgroupfs;
 pub mod cgroups;
 pub mod exec;
 pub mod features;
+pub mod loopback;
+pub mod nschild;
 pub mod run;
 pub mod selfprotect;
 pub mod supervise;
