@@ -158,7 +158,7 @@ What each vector tries is in [escape-catalogue.md](escape-catalogue.md).
   plus a 256 MiB memory and 128 pids limit. For **sgrun** "no seccomp section" still means its
   built-in default profile \`oci-default\` (Docker's default, tightened); runc and crun run with
   no seccomp filter at all. That difference is deliberate and is what this column compares.
-* **tenant**: what a hosting tenant gets: a user namespace (probe 0→200000, peer 0→300000,
+* **tenant**: what a hosting tenant gets: user and cgroup namespaces (probe 0→200000, peer 0→300000,
   65536 ids each, rootfs copies chowned to them), the same limits, a read-only root with a
   tmpfs /tmp; for sgrun the annotation \`io.sgrun.profile=wordpress\`, for runc and crun (which
   have no profiles) Docker's default seccomp profile as \`linux.seccomp\`. The peer (the victim)

@@ -394,7 +394,9 @@ make_config() {
         | .linux.resources.memory = {"limit": 268435456, "swap": 268435456}
         | .linux.resources.pids = {"limit": 128}
         | if $config == "tenant" then
-            .linux.namespaces += [{"type": "user"}]
+            # A tenant gets its own user and cgroup namespaces: with the cgroup namespace its
+            # cgroup is the root of what it sees, and no host cgroup path shows anywhere.
+            .linux.namespaces += [{"type": "user"}, {"type": "cgroup"}]
             | .linux.uidMappings = [{"containerID": 0, "hostID": $hostid, "size": 65536}]
             | .linux.gidMappings = [{"containerID": 0, "hostID": $hostid, "size": 65536}]
             # a read-only root with a small writable /tmp, as a site container gets
