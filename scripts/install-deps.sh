@@ -9,7 +9,7 @@ what=${2:-all}
 # libelf-dev and zlib1g-dev: libbpf (vendored by libbpf-sys) for the cgroup-v2 device filter.
 build=(gcc libc6-dev pkg-config make jq file libelf-dev zlib1g-dev)
 # busybox-static: the test rootfs. runc/crun: reference runtimes for comparisons.
-runtime=(busybox-static runc crun iproute2 procps util-linux tmux)
+runtime=(busybox-static runc crun iproute2 procps util-linux tmux e2fsprogs)
 # The real clients that drive sgrun end to end.
 clients=(containerd podman docker.io)
 # The cgroup-v2 VM: QEMU TCG boots Debian's cloud kernel (fetched with apt-get download).

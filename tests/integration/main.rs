@@ -17,4 +17,5 @@ mod limits;
 mod profiles;
 mod seccomp;
 mod security;
+mod tenants;
 mod tty;

@@ -135,6 +135,9 @@ pub enum Command {
     /// Tenant profiles: list, show, check, compile, diff, explain
     #[command(subcommand)]
     Profile(crate::profile::ProfileCommand),
+    /// Tenants: create, ls, show, usage, resize, rm, mount (UID ranges and storage volumes)
+    #[command(subcommand)]
+    Tenant(crate::tenant::TenantCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -420,6 +423,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Profile(cmd) => crate::profile::run(cmd, &cli.profiles_dir),
+        Command::Tenant(cmd) => crate::tenant::run(cmd, &cli.state_dir),
         Command::Spec {
             bundle,
             rootless,

@@ -4,6 +4,7 @@
 mod commands;
 mod log;
 mod profile;
+mod tenant;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +95,16 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub profiles_dir: PathBuf,
+    /// Directory for tenants' registry and volumes (`sgrun tenant`)
+    #[arg(
+        long,
+        global = true,
+        env = "SGRUN_STATE_DIR",
+        default_value = sgrun_tenants::DEFAULT_STATE_DIR,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
+    pub state_dir: PathBuf,
     /// Use systemd cgroups (not supported: sgrun manages cgroupfs paths only)
     #[arg(long, global = true, help_heading = "Global options")]
     pub systemd_cgroup: bool,

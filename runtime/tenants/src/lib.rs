@@ -1,0 +1,376 @@
+//! sgrun tenants: who a tenant is (a name and a host UID/GID range of 65536 ids) and where
+//! its data lives (a storage volume with block and inode limits).
+//!
+//! Layout under the state directory (default /var/lib/sgrun):
+//!
+//! ```text
+//! registry/.lock               flock'ed exclusively by every change
+//! registry/allocations.json    UID/GID ranges: first id -> tenant
+//! registry/<name>.json         one record per tenant
+//! tenants/<name>/volume.ext4   the loop backend's image
+//! tenants/<name>/volume/       the volume's mount point (or the dir backend's directory)
+//! ```
+//!
+//! Order of a create, and why: the range is reserved and the record written (state
+//! `creating`) *before* any storage is made, so that a crash at any point leaves a record
+//! that `rm --purge` can find and clean up. Within one process, a failure undoes every step
+//! made so far, last first. A purge deletes the data first and frees the range last, so a
+//! range is never handed out while data owned by its ids may still exist.
+
+pub mod backend;
+pub mod error;
+pub mod loopdev;
+pub mod registry;
+pub mod validate;
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use backend::{backend, StorageBackend, Usage, Volume};
+pub use error::{Result, TenantError};
+pub use registry::{BackendKind, TenantRecord, TenantState, DEFAULT_RANGE_BASE, RANGE_SIZE};
+
+use backend::{fail_point, Rollback};
+use registry::Registry;
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sgrun";
+
+/// What `show` and `ls` report: the record plus what is true on the host right now.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantInfo {
+    #[serde(flatten)]
+    pub record: TenantRecord,
+    pub uid_range: String,
+    pub mount_path: PathBuf,
+    pub image: Option<PathBuf>,
+    pub mounted: bool,
+    pub device: Option<String>,
+    pub enforces_limits: bool,
+}
+
+pub struct CreateRequest {
+    pub name: String,
+    pub storage_bytes: u64,
+    pub inodes: u64,
+    pub backend: BackendKind,
+}
+
+pub struct Tenants {
+    state_dir: PathBuf,
+    registry: Registry,
+    range_base: u64,
+}
+
+impl Tenants {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
+        Tenants {
+            registry: Registry::new(&state_dir),
+            state_dir,
+            range_base: DEFAULT_RANGE_BASE,
+        }
+    }
+
+    /// First id from which new ranges are handed out (a multiple of 65536).
+    pub fn with_range_base(mut self, base: u64) -> Self {
+        self.range_base = base;
+        self
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    pub fn registry_dir(&self) -> &Path {
+        self.registry.dir()
+    }
+
+    fn ensure_state_dirs(&self) -> Result<()> {
+        // 0711 on the way down: tenants' mapped uids may traverse to their own volume.
+        for dir in [self.state_dir.clone(), self.state_dir.join("tenants")] {
+            match fs::DirBuilder::new().mode(0o711).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o711)
+                        .create(&dir)
+                        .map_err(TenantError::io("create state directory", &dir))?;
+                }
+                Err(e) => return Err(TenantError::io("create state directory", &dir)(e)),
+            }
+            // DirBuilder's mode goes through the umask; a umask of 077 would lock tenants
+            // out of their own volumes.
+            set_mode(&dir, 0o711)?;
+        }
+        Ok(())
+    }
+
+    fn volume(&self, rec: &TenantRecord) -> Volume {
+        Volume {
+            name: rec.name.clone(),
+            dir: self.state_dir.join("tenants").join(&rec.name),
+            size: rec.storage_bytes,
+            inodes: rec.inodes,
+            uid: rec.uid_base as u32,
+            gid: rec.uid_base as u32,
+        }
+    }
+
+    fn info(&self, rec: TenantRecord) -> TenantInfo {
+        let be = backend(rec.backend);
+        let v = self.volume(&rec);
+        TenantInfo {
+            uid_range: format!("{}-{}", rec.uid_base, rec.uid_end() - 1),
+            mount_path: v.mount_path(),
+            image: (rec.backend == BackendKind::Loop).then(|| v.image_path()),
+            mounted: rec.state != TenantState::Removed && be.is_mounted(&v),
+            device: be.device(&v),
+            enforces_limits: be.enforces_limits(),
+            record: rec,
+        }
+    }
+
+    fn load(&self, name: &str) -> Result<TenantRecord> {
+        validate::check_name(name)?;
+        self.registry
+            .load(name)?
+            .ok_or_else(|| TenantError::NotFound {
+                name: name.to_string(),
+                path: self.registry.record_path(name),
+            })
+    }
+
+    fn load_active(&self, name: &str) -> Result<TenantRecord> {
+        let rec = self.load(name)?;
+        match rec.state {
+            TenantState::Active => Ok(rec),
+            TenantState::Removed => Err(TenantError::Removed { name: rec.name }),
+            TenantState::Creating => Err(TenantError::Incomplete { name: rec.name }),
+        }
+    }
+
+    pub fn create(&self, req: &CreateRequest) -> Result<TenantInfo> {
+        let span = tracing::info_span!("tenant", name = %req.name);
+        let _g = span.enter();
+        validate::check_name(&req.name)?;
+        self.ensure_state_dirs()?;
+        let be = backend(req.backend);
+        let free = if be.enforces_limits() {
+            Some((
+                backend::free_bytes(&self.state_dir)?,
+                self.state_dir.as_path(),
+            ))
+        } else {
+            None
+        };
+        validate::check_limits(req.storage_bytes, req.inodes, free)?;
+
+        let lock = self.registry.lock()?;
+        let path = self.registry.record_path(&req.name);
+        if self.registry.load(&req.name)?.is_some() {
+            return Err(TenantError::AlreadyExists {
+                name: req.name.clone(),
+                path,
+            });
+        }
+        let mut undo = Rollback::new();
+
+        // 1. the range, persisted before anything is owned by its ids
+        let mut alloc = self.registry.allocations()?;
+        if alloc.range_of(&req.name).is_some() {
+            // A range without a record: a purge that crashed before freeing it. Reclaim it.
+            alloc.release(&req.name);
+        }
+        let uid_base = alloc.allocate(&req.name, self.range_base)?;
+        self.registry.save_allocations(&lock, &alloc)?;
+        let (reg, name, l) = (self.registry.clone(), req.name.clone(), lock.clone());
+        undo.push("release UID range", move || {
+            let lock = l;
+            let mut a = reg.allocations()?;
+            a.release(&name);
+            reg.save_allocations(&lock, &a)
+        });
+
+        // 2. the record, in state `creating`
+        let mut rec = TenantRecord {
+            name: req.name.clone(),
+            uid_base,
+            uid_count: RANGE_SIZE,
+            backend: req.backend,
+            storage_bytes: req.storage_bytes,
+            inodes: req.inodes,
+            state: TenantState::Creating,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        self.registry.save(&lock, &rec)?;
+        let (reg, name, l) = (self.registry.clone(), req.name.clone(), lock.clone());
+        undo.push("remove registry entry", move || reg.delete(&l, &name));
+
+        // 3. the volume (undoes its own steps if it fails)
+        let v = self.volume(&rec);
+        be.create(&v)?;
+        let v2 = v.clone();
+        let kind = req.backend;
+        undo.push("remove volume", move || {
+            let be = backend(kind);
+            be.unmount(&v2)?;
+            be.destroy(&v2)
+        });
+
+        // 4. the real inode count (mkfs rounds up to whole inode tables), then `active`
+        if let Ok(u) = be.usage(&v) {
+            if let Some(n) = u.inodes_limit {
+                rec.inodes = n;
+            }
+        }
+        fail_point(&rec.name, "before-commit")?;
+        rec.state = TenantState::Active;
+        self.registry.save(&lock, &rec)?;
+        undo.commit();
+        tracing::info!(uid_base, backend = rec.backend.as_str(), "tenant created");
+        drop(lock);
+        Ok(self.info(rec))
+    }
+
+    pub fn list(&self) -> Result<Vec<TenantInfo>> {
+        Ok(self
+            .registry
+            .list()?
+            .into_iter()
+            .map(|r| self.info(r))
+            .collect())
+    }
+
+    pub fn show(&self, name: &str) -> Result<TenantInfo> {
+        Ok(self.info(self.load(name)?))
+    }
+
+    pub fn usage(&self, name: &str) -> Result<Usage> {
+        let rec = self.load_active(name)?;
+        backend(rec.backend).usage(&self.volume(&rec))
+    }
+
+    /// Grow a tenant's volume. The volume is mounted first if needed (online resize).
+    pub fn resize(&self, name: &str, new_size: u64) -> Result<TenantInfo> {
+        let span = tracing::info_span!("tenant", name = %name);
+        let _g = span.enter();
+        let lock = self.registry.lock()?;
+        let mut rec = self.load_active(name)?;
+        let be = backend(rec.backend);
+        if new_size < rec.storage_bytes {
+            return Err(TenantError::ShrinkRefused {
+                name: rec.name,
+                current: rec.storage_bytes,
+                requested: new_size,
+            });
+        }
+        if be.enforces_limits() {
+            // Only the growth needs to fit: the image already holds its old size.
+            let free = backend::free_bytes(&self.state_dir)?;
+            let grow = new_size - rec.storage_bytes;
+            if grow > free {
+                return Err(TenantError::SizeTooLarge {
+                    size: new_size,
+                    free: free + rec.storage_bytes,
+                    path: self.state_dir.clone(),
+                });
+            }
+        }
+        let v = self.volume(&rec);
+        be.ensure_mounted(&v)?;
+        let inodes = be.resize(&v, new_size)?;
+        rec.storage_bytes = new_size;
+        rec.inodes = inodes;
+        self.registry.save(&lock, &rec)?;
+        tracing::info!(new_size, inodes, "tenant resized");
+        Ok(self.info(rec))
+    }
+
+    /// Unmount and detach; with `purge`, delete the data, the record, and free the range.
+    pub fn remove(&self, name: &str, purge: bool) -> Result<()> {
+        let span = tracing::info_span!("tenant", name = %name);
+        let _g = span.enter();
+        validate::check_name(name)?;
+        let lock = self.registry.lock()?;
+        // TODO(issue 5, sites): refuse while a site of this tenant runs. Until sites exist,
+        // a volume still in use is caught by the unmount failing with EBUSY.
+        let Some(mut rec) = self.registry.load(name)? else {
+            // A range whose record is gone: a purge that crashed before its last step.
+            let mut alloc = self.registry.allocations()?;
+            if purge && alloc.range_of(name).is_some() {
+                alloc.release(name);
+                return self.registry.save_allocations(&lock, &alloc);
+            }
+            return Err(TenantError::NotFound {
+                name: name.to_string(),
+                path: self.registry.record_path(name),
+            });
+        };
+        let be = backend(rec.backend);
+        let v = self.volume(&rec);
+        be.unmount(&v)?;
+        if !purge {
+            if rec.state == TenantState::Active {
+                rec.state = TenantState::Removed;
+                self.registry.save(&lock, &rec)?;
+            }
+            tracing::info!("tenant removed; data and UID range kept");
+            return Ok(());
+        }
+        // Data first, range last: see the module comment.
+        be.destroy(&v)?;
+        self.registry.delete(&lock, name)?;
+        let mut alloc = self.registry.allocations()?;
+        alloc.release(name);
+        self.registry.save_allocations(&lock, &alloc)?;
+        tracing::info!("tenant purged; UID range freed");
+        Ok(())
+    }
+
+    /// Mount one tenant's volume (also brings back a removed tenant). True if it mounted now.
+    pub fn mount(&self, name: &str) -> Result<bool> {
+        let span = tracing::info_span!("tenant", name = %name);
+        let _g = span.enter();
+        let lock = self.registry.lock()?;
+        let mut rec = self.load(name)?;
+        if rec.state == TenantState::Creating {
+            return Err(TenantError::Incomplete { name: rec.name });
+        }
+        let mounted = backend(rec.backend).ensure_mounted(&self.volume(&rec))?;
+        if rec.state == TenantState::Removed {
+            rec.state = TenantState::Active;
+            self.registry.save(&lock, &rec)?;
+        }
+        Ok(mounted)
+    }
+
+    /// Mount every active tenant's volume (after a host restart). One result per tenant; a
+    /// failure of one does not stop the others.
+    pub fn mount_all(&self) -> Result<Vec<(String, Result<bool>)>> {
+        let _lock = self.registry.lock()?;
+        let mut out = Vec::new();
+        for rec in self.registry.list()? {
+            if rec.state != TenantState::Active {
+                continue;
+            }
+            let span = tracing::info_span!("tenant", name = %rec.name);
+            let _g = span.enter();
+            let r = backend(rec.backend).ensure_mounted(&self.volume(&rec));
+            out.push((rec.name.clone(), r));
+        }
+        Ok(out)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(TenantError::io("chmod", path))
+}

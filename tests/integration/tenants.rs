@@ -1,0 +1,616 @@
+//! `sgrun tenant`: loop volumes with real block and inode limits, resize, rm, purge, and bad
+//! input or injected failures that must leave nothing behind (no mount, no loop device, no
+//! image, no registry entry, no UID range).
+//!
+//! Each test has its own state directory (`--state-dir`) under /var/tmp; its guard unmounts
+//! and detaches only what lives under that directory, even when the test fails.
+
+use std::ffi::CString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+use sgrun_tests::{require_root, sgrun_bin, Out};
+
+struct TenantEnv {
+    state: PathBuf,
+}
+
+impl TenantEnv {
+    fn new(tag: &str) -> Self {
+        require_root();
+        for tool in ["mkfs.ext4", "e2fsck", "resize2fs", "setpriv"] {
+            let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+                .iter()
+                .any(|d| Path::new(d).join(tool).is_file());
+            assert!(found, "{tool} is missing: install e2fsprogs and util-linux (scripts/install-deps.sh runtime)");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("sgrun-tenants-{tag}-"))
+            .tempdir_in("/var/tmp")
+            .expect("tempdir")
+            .keep();
+        TenantEnv { state: dir }
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = Command::new(sgrun_bin());
+        cmd.arg("--state-dir").arg(&self.state).args(args);
+        cmd.env_remove("SGRUN_TEST_FAIL_AT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run sgrun");
+        Out {
+            code: out.status.code().unwrap_or(128),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            cmdline: format!(
+                "sgrun --state-dir {} {}",
+                self.state.display(),
+                args.join(" ")
+            ),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+
+    fn show(&self, name: &str) -> Value {
+        self.run(&["tenant", "show", name, "--json"]).ok().json()
+    }
+
+    fn usage(&self, name: &str) -> Value {
+        self.run(&["tenant", "usage", name, "--json"]).ok().json()
+    }
+
+    fn volume(&self, name: &str) -> PathBuf {
+        self.state.join("tenants").join(name).join("volume")
+    }
+
+    /// Mount points under this state directory, from /proc/self/mountinfo.
+    fn mounts(&self) -> Vec<PathBuf> {
+        let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        text.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(&self.state))
+            .collect()
+    }
+
+    /// Loop devices whose backing file is under this state directory (from sysfs).
+    fn loop_devices(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for e in fs::read_dir("/sys/block").unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("loop") {
+                continue;
+            }
+            if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file")) {
+                let b = PathBuf::from(b.trim_end());
+                if b.starts_with(&self.state) {
+                    out.push((name, b));
+                }
+            }
+        }
+        out
+    }
+
+    fn ranges(&self) -> Value {
+        let text = fs::read_to_string(self.state.join("registry/allocations.json"))
+            .unwrap_or_else(|_| "{\"ranges\":{}}".into());
+        serde_json::from_str::<Value>(&text).unwrap()["ranges"].clone()
+    }
+
+    fn tenant_dirs(&self) -> Vec<String> {
+        fs::read_dir(self.state.join("tenants"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn registry_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.state.join("registry"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".json") && n != "allocations.json")
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Nothing of tenant `name` exists anywhere.
+    #[track_caller]
+    fn assert_nothing_of(&self, name: &str) {
+        assert!(
+            !self.tenant_dirs().contains(&name.to_string()),
+            "tenant dir of {name} left: {:?}",
+            self.tenant_dirs()
+        );
+        assert!(
+            !self.registry_files().contains(&format!("{name}.json")),
+            "registry entry of {name} left"
+        );
+        let ranges = self.ranges();
+        assert!(
+            !ranges
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|v| v.as_str() == Some(name)),
+            "UID range of {name} left: {ranges}"
+        );
+        let vol = self.volume(name);
+        assert!(
+            !self.mounts().iter().any(|m| m.starts_with(&vol)),
+            "mount of {name} left"
+        );
+        assert!(
+            !self
+                .loop_devices()
+                .iter()
+                .any(|(_, b)| b.starts_with(self.state.join("tenants").join(name))),
+            "loop device of {name} left: {:?}",
+            self.loop_devices()
+        );
+    }
+}
+
+impl Drop for TenantEnv {
+    /// Unmount and detach only what lives under this test's state directory, then remove it.
+    fn drop(&mut self) {
+        let mut mounts = self.mounts();
+        mounts.reverse();
+        for m in mounts {
+            let c = CString::new(m.to_string_lossy().as_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        for (dev, _) in self.loop_devices() {
+            let _ = Command::new("losetup")
+                .args(["-d", &format!("/dev/{dev}")])
+                .status();
+        }
+        let _ = fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Run a shell script as host uid/gid `id` (the tenant's mapped root), no supplementary groups.
+fn sh_as(id: u64, script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={id}"),
+            &format!("--regid={id}"),
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("run setpriv")
+}
+
+#[test]
+fn loop_tenant_limits_resize_rm_purge() {
+    let env = TenantEnv::new("loop");
+    let t0 = Instant::now();
+    let out = env.run(&[
+        "tenant",
+        "create",
+        "acme",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ]);
+    out.ok();
+    eprintln!("create of a 64M loop tenant: {:?}", t0.elapsed());
+
+    let info = env.show("acme");
+    assert_eq!(info["mounted"], true, "{info}");
+    assert_eq!(info["backend"], "loop", "{info}");
+    assert_eq!(info["uid_count"], 65536, "{info}");
+    let uid = info["uid_base"].as_u64().unwrap();
+    assert!(uid >= 65536 && uid & 0xffff == 0, "{info}");
+    let vol = env.volume("acme");
+    assert_eq!(info["mount_path"], vol.to_str().unwrap());
+    // The mount: ext4 from a loop device whose backing file is the tenant's image.
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mi
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(vol.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("{} not in mountinfo", vol.display()));
+    assert!(line.contains(" - ext4 /dev/loop"), "{line}");
+    assert!(line.contains("nosuid") && line.contains("nodev"), "{line}");
+    let devs = env.loop_devices();
+    assert_eq!(devs.len(), 1, "{devs:?}");
+    assert!(devs[0].1.ends_with("acme/volume.ext4"), "{devs:?}");
+    let md = fs::metadata(&vol).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!((md.uid() as u64, md.gid() as u64), (uid, uid));
+    assert_eq!(md.permissions().mode() & 0o777, 0o700);
+
+    // Block limit: the mapped root fills the volume and gets ENOSPC.
+    let v = vol.to_str().unwrap();
+    let o = sh_as(uid, &format!("dd if=/dev/zero of={v}/big bs=1M count=100"));
+    assert!(!o.status.success(), "writing 100M into 64M succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    let u = env.usage("acme");
+    let (used, limit) = (
+        u["bytes_used"].as_u64().unwrap(),
+        u["bytes_limit"].as_u64().unwrap(),
+    );
+    assert!(limit <= 64 << 20 && used + (4 << 20) >= limit, "{u}");
+    fs::remove_file(vol.join("big")).unwrap();
+
+    // Inode limit: empty files until ENOSPC, with plenty of blocks left.
+    let o = sh_as(
+        uid,
+        &format!(
+            "mkdir {v}/many && cd {v}/many && i=0; while true > f$i; do i=$((i+1)); done; echo $i"
+        ),
+    );
+    let made: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!((2000..2048).contains(&made), "made {made} files");
+    let u = env.usage("acme");
+    assert_eq!(u["inodes_used"], u["inodes_limit"], "{u}");
+    assert!(u["bytes_used"].as_u64().unwrap() < 16 << 20, "{u}");
+    let o = sh_as(uid, &format!("rm -rf {v}/many"));
+    assert!(o.status.success(), "{o:?}");
+
+    // Resize: 128M, and a 90M file now fits.
+    env.run(&["tenant", "resize", "acme", "--storage", "128M"])
+        .ok();
+    let u = env.usage("acme");
+    assert!(u["bytes_limit"].as_u64().unwrap() > 120 << 20, "{u}");
+    assert_eq!(env.show("acme")["storage_bytes"], 128u64 << 20);
+    let o = sh_as(uid, &format!("dd if=/dev/zero of={v}/big bs=1M count=90"));
+    assert!(o.status.success(), "{o:?}");
+    env.run(&["tenant", "resize", "acme", "--storage", "64M"])
+        .failed()
+        .stderr_has(&["shrinking", "not supported"]);
+
+    // rm: nothing mounted or attached; image and range kept.
+    let t0 = Instant::now();
+    env.run(&["tenant", "rm", "acme"]).ok();
+    eprintln!("rm of a loop tenant: {:?}", t0.elapsed());
+    assert!(env.mounts().is_empty(), "{:?}", env.mounts());
+    assert!(env.loop_devices().is_empty(), "{:?}", env.loop_devices());
+    let losetup = Command::new("losetup").arg("-a").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&losetup.stdout).contains(env.state.to_str().unwrap()),
+        "losetup -a still lists it"
+    );
+    let info = env.show("acme");
+    assert_eq!(info["state"], "removed");
+    assert_eq!(info["mounted"], false);
+    assert!(env.state.join("tenants/acme/volume.ext4").is_file());
+    env.run(&["tenant", "usage", "acme"])
+        .failed()
+        .stderr_has(&["removed"]);
+    env.run(&[
+        "tenant",
+        "create",
+        "acme",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ])
+    .failed()
+    .stderr_has(&["already exists"]);
+
+    // The kept range is not handed out again.
+    env.run(&[
+        "tenant",
+        "create",
+        "beta",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ])
+    .ok();
+    let beta = env.show("beta")["uid_base"].as_u64().unwrap();
+    assert_ne!(beta, uid);
+
+    // mount brings acme back with its data.
+    env.run(&["tenant", "mount", "acme"]).ok();
+    assert!(vol.join("big").is_file());
+    env.run(&["tenant", "rm", "acme"]).ok();
+    // mount --all after a "restart": only active tenants (beta), which is already mounted.
+    let o = env.run(&["tenant", "mount", "--all"]);
+    o.ok();
+    assert!(
+        o.stdout.contains("beta") && !o.stdout.contains("acme"),
+        "{o}"
+    );
+
+    // --purge deletes the data and frees the range: the next tenant gets it.
+    let t0 = Instant::now();
+    env.run(&["tenant", "rm", "--purge", "acme"]).ok();
+    eprintln!("rm --purge of a loop tenant: {:?}", t0.elapsed());
+    env.assert_nothing_of("acme");
+    env.run(&[
+        "tenant",
+        "create",
+        "gamma",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ])
+    .ok();
+    assert_eq!(env.show("gamma")["uid_base"].as_u64().unwrap(), uid);
+
+    let ls = env.run(&["tenant", "ls", "--json"]).ok().json();
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["beta", "gamma"]);
+    for n in ["beta", "gamma"] {
+        env.run(&["tenant", "rm", "--purge", n]).ok();
+        env.assert_nothing_of(n);
+    }
+    assert!(env.loop_devices().is_empty() && env.mounts().is_empty());
+}
+
+#[test]
+fn bad_input_leaves_nothing_behind() {
+    let env = TenantEnv::new("bad");
+    let long = "a".repeat(300);
+    let bad_names: &[(&str, &str)] = &[
+        ("a/b", "'/'"),
+        ("..", "\"..\""),
+        ("a\0b", "NUL"),
+        ("Acme", "upper case"),
+        (&long, "300 characters"),
+        ("", "empty"),
+    ];
+    for (name, why) in bad_names {
+        // A NUL cannot be passed in argv: the library's unit tests cover it.
+        if name.contains('\0') {
+            continue;
+        }
+        env.run(&[
+            "tenant",
+            "create",
+            name,
+            "--storage",
+            "64M",
+            "--inodes",
+            "2048",
+        ])
+        .failed()
+        .stderr_has(&[why, "lower-case letters"]);
+    }
+    env.run(&[
+        "tenant",
+        "create",
+        "tiny",
+        "--storage",
+        "10M",
+        "--inodes",
+        "2048",
+    ])
+    .failed()
+    .stderr_has(&["below the minimum", "64M"]);
+    env.run(&[
+        "tenant",
+        "create",
+        "huge",
+        "--storage",
+        "100T",
+        "--inodes",
+        "2048",
+    ])
+    .failed()
+    .stderr_has(&["free on the filesystem", env.state.to_str().unwrap()]);
+    env.run(&[
+        "tenant",
+        "create",
+        "few",
+        "--storage",
+        "64M",
+        "--inodes",
+        "10",
+    ])
+    .failed()
+    .stderr_has(&["inode limit 10"]);
+    env.run(&[
+        "tenant",
+        "create",
+        "unit",
+        "--storage",
+        "64X",
+        "--inodes",
+        "2048",
+    ])
+    .failed()
+    .stderr_has(&["unknown unit"]);
+    for n in ["tiny", "huge", "few", "unit"] {
+        env.assert_nothing_of(n);
+    }
+    assert!(
+        env.registry_files().is_empty(),
+        "{:?}",
+        env.registry_files()
+    );
+    assert!(env.tenant_dirs().is_empty(), "{:?}", env.tenant_dirs());
+
+    // A duplicate is refused and leaves the first one as it was.
+    env.run(&[
+        "tenant",
+        "create",
+        "dup",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ])
+    .ok();
+    let before = env.show("dup");
+    env.run(&[
+        "tenant",
+        "create",
+        "dup",
+        "--storage",
+        "128M",
+        "--inodes",
+        "4096",
+    ])
+    .failed()
+    .stderr_has(&["tenant dup already exists"]);
+    let after = env.show("dup");
+    assert_eq!(before, after);
+    assert_eq!(env.ranges().as_object().unwrap().len(), 1);
+    assert_eq!(env.loop_devices().len(), 1);
+    env.run(&["tenant", "show", "nosuch"])
+        .failed()
+        .stderr_has(&["does not exist"]);
+    env.run(&["tenant", "rm", "--purge", "dup"]).ok();
+    env.assert_nothing_of("dup");
+}
+
+#[test]
+fn a_failure_half_way_undoes_every_step() {
+    let env = TenantEnv::new("fail");
+    // One tenant that must survive every failed create untouched.
+    env.run(&[
+        "tenant",
+        "create",
+        "keep",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ])
+    .ok();
+    let keep = env.show("keep");
+    for step in ["after-mkfs", "after-attach", "after-mount", "before-commit"] {
+        env.run_env(
+            &[
+                "tenant",
+                "create",
+                "half",
+                "--storage",
+                "64M",
+                "--inodes",
+                "2048",
+            ],
+            &[("SGRUN_TEST_FAIL_AT", step)],
+        )
+        .failed()
+        .stderr_has(&["injected", step]);
+        env.assert_nothing_of("half");
+        assert_eq!(
+            env.loop_devices().len(),
+            1,
+            "{step}: {:?}",
+            env.loop_devices()
+        );
+    }
+    assert_eq!(env.show("keep"), keep);
+    // A failed resize leaves the old size, mounted.
+    env.run_env(
+        &["tenant", "resize", "keep", "--storage", "128M"],
+        &[("SGRUN_TEST_FAIL_AT", "resize-before-resize2fs")],
+    )
+    .failed()
+    .stderr_has(&["injected"]);
+    let after = env.show("keep");
+    assert_eq!(after["storage_bytes"], keep["storage_bytes"]);
+    assert_eq!(after["mounted"], true, "{after}");
+    let len = fs::metadata(env.state.join("tenants/keep/volume.ext4"))
+        .unwrap()
+        .len();
+    assert_eq!(len, 64 << 20);
+    // The undone range is the first one handed out again.
+    env.run(&[
+        "tenant",
+        "create",
+        "next",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ])
+    .ok();
+    assert_eq!(
+        env.show("next")["uid_base"].as_u64().unwrap(),
+        keep["uid_base"].as_u64().unwrap() + 65536
+    );
+    for n in ["keep", "next"] {
+        env.run(&["tenant", "rm", "--purge", n]).ok();
+        env.assert_nothing_of(n);
+    }
+}
+
+#[test]
+fn dir_backend_says_it_has_no_limits() {
+    let env = TenantEnv::new("dir");
+    let warn = "enforces NO storage or inode limits";
+    env.run(&[
+        "tenant",
+        "create",
+        "dev",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+        "--backend",
+        "dir",
+    ])
+    .ok()
+    .stderr_has(&[warn]);
+    env.run(&["tenant", "show", "dev"]).ok().stderr_has(&[warn]);
+    let u = env.run(&["tenant", "usage", "dev", "--json"]);
+    u.ok().stderr_has(&[warn]);
+    assert!(u.json()["bytes_limit"].is_null(), "{u}");
+    let info = env.show("dev");
+    let uid = info["uid_base"].as_u64().unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(env.volume("dev")).unwrap().uid() as u64, uid);
+    env.run(&["tenant", "rm", "--purge", "dev"])
+        .ok()
+        .stderr_has(&[warn]);
+    env.assert_nothing_of("dev");
+}
+
+#[test]
+fn tenant_help_has_examples() {
+    let env = TenantEnv::new("help");
+    let o = env.run(&["tenant", "--help"]);
+    o.ok();
+    for want in [
+        "create",
+        "usage",
+        "resize",
+        "mount",
+        "Examples:",
+        "sgrun tenant rm --purge acme",
+    ] {
+        assert!(o.stdout.contains(want), "{want}: {o}");
+    }
+    let o = env.run(&["tenant", "create", "--help"]);
+    o.ok();
+    assert!(
+        o.stdout.contains("--inodes") && o.stdout.contains("at least 64M"),
+        "{o}"
+    );
+}
