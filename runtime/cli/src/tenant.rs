@@ -11,16 +11,25 @@ const TENANT_HELP: &str = "\
 A tenant is a name, a host UID/GID range of 65536 ids (its processes run in a user namespace
 mapped to it) and a storage volume with a block and an inode limit.
 
-Backends:
-  loop  (default) one ext4 image per tenant, on a loop device, mounted at
-        <state-dir>/tenants/NAME/volume; ext4 enforces both limits (ENOSPC).
-  dir   a plain directory: NO limits. Development only; every command says so.
+Backends (docs/tenants.md has the table: what each enforces, on which kernels):
+  loop           (default) one ext4 image per tenant, on a loop device, mounted at
+                 <state-dir>/tenants/NAME/volume; ext4 enforces both limits (ENOSPC).
+  btrfs          a subvolume per tenant in the btrfs pool, with a qgroup limit (EDQUOT).
+                 Blocks only: btrfs has no inode limit.
+  ext4-prjquota  a directory per tenant in an ext4 pool (mkfs -O quota,project, mounted
+  xfs-prjquota   -o prjquota) or xfs pool (-o prjquota), with a project quota on blocks and
+                 inodes (EDQUOT). Needs a kernel with project quota (QFMT_V2 / XFS_QUOTA).
+  dir            a plain directory: NO limits. Development only; every command says so.
+The pool backends need a pool first: `sgrun tenant pool create KIND --size 20G` (an image
+under the state dir, mounted by sgrun) or `sgrun tenant pool add KIND PATH` (a filesystem
+the host mounts). Their volumes are bind-mounted at the same place as loop volumes.
 
 Files (--state-dir, env SGRUN_STATE_DIR, default /var/lib/sgrun):
   registry/NAME.json          one record per tenant
   registry/allocations.json   UID/GID ranges (from 1073741824 = 2^30, 65536 each)
   tenants/NAME/volume.ext4    the loop backend's image (sparse)
   tenants/NAME/volume/        the mounted volume, owned by the tenant's mapped root
+  pools/KIND.json             a pool; pools/KIND.img and pools/KIND/ for one sgrun made
 
 Examples:
   sgrun tenant create acme --storage 5G --inodes 500000
@@ -31,7 +40,9 @@ Examples:
   sgrun tenant rm acme              unmount; keep data and UID range
   sgrun tenant mount acme           bring it back
   sgrun tenant rm --purge acme      delete data, free the range
-  sgrun tenant mount --all          after a host restart
+  sgrun tenant mount --all          after a host restart: pools first, then volumes
+  sgrun tenant pool create btrfs --size 20G
+  sgrun tenant create blog --storage 5G --inodes 100000 --backend btrfs
 
 See docs/tenants.md.";
 
@@ -114,24 +125,89 @@ Examples:
         #[arg(long)]
         purge: bool,
     },
-    /// Mount a tenant's volume (and bring back a removed tenant), or every active tenant's
-    /// volume with --all (after a host restart)
+    /// Mount a tenant's volume (and bring back a removed tenant), or every pool and every
+    /// active tenant's volume with --all (after a host restart)
     #[command(
         after_long_help = "Examples:\n  sgrun tenant mount --all\n  sgrun tenant mount acme"
     )]
     Mount {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         name: Option<String>,
-        /// Every active tenant
+        /// Every pool sgrun made, then every active tenant
         #[arg(long)]
         all: bool,
     },
+    /// Pools: the filesystems of the btrfs, ext4-prjquota and xfs-prjquota backends
+    #[command(subcommand)]
+    Pool(PoolCommand),
+}
+
+#[derive(Subcommand, Debug)]
+#[command(after_long_help = "\
+One pool per backend. `create` makes a sparse image under <state-dir>/pools, formats it for
+the backend (btrfs with quotas on; ext4 -O quota,project mounted -o prjquota; xfs mounted
+-o prjquota), mounts it at <state-dir>/pools/KIND and mounts it again after a restart
+(`sgrun tenant mount --all`, or the first command that needs it). `add` registers a
+filesystem the host mounts itself (e.g. a disk in /etc/fstab); sgrun checks it, never mounts
+it. The pool must be sgrun's alone: tenants live in <pool>/tenants/NAME.
+
+Examples:
+  sgrun tenant pool create btrfs --size 20G
+  sgrun tenant pool add xfs-prjquota /srv/tenants      (mounted with -o prjquota)
+  sgrun tenant pool ls
+  sgrun tenant pool rm btrfs                           (only when no tenant uses it)")]
+pub enum PoolCommand {
+    /// Make a pool: a sparse image under the state directory, formatted and mounted
+    Create {
+        #[arg(value_enum)]
+        backend: PoolArg,
+        /// Size of the image (sparse), at least 300M
+        #[arg(long, value_name = "SIZE")]
+        size: String,
+    },
+    /// Register a mounted filesystem as the pool of a backend
+    Add {
+        #[arg(value_enum)]
+        backend: PoolArg,
+        /// Its mount point
+        path: std::path::PathBuf,
+    },
+    /// List pools: backend, path, image, mounted, size and free space
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a pool no tenant uses; a pool sgrun made is unmounted and its image deleted
+    Rm {
+        #[arg(value_enum)]
+        backend: PoolArg,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PoolArg {
+    Btrfs,
+    Ext4Prjquota,
+    XfsPrjquota,
+}
+
+impl From<PoolArg> for BackendKind {
+    fn from(b: PoolArg) -> Self {
+        match b {
+            PoolArg::Btrfs => BackendKind::Btrfs,
+            PoolArg::Ext4Prjquota => BackendKind::Ext4Prjquota,
+            PoolArg::XfsPrjquota => BackendKind::XfsPrjquota,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum BackendArg {
     Loop,
     Dir,
+    Btrfs,
+    Ext4Prjquota,
+    XfsPrjquota,
 }
 
 impl From<BackendArg> for BackendKind {
@@ -139,6 +215,9 @@ impl From<BackendArg> for BackendKind {
         match b {
             BackendArg::Loop => BackendKind::Loop,
             BackendArg::Dir => BackendKind::Dir,
+            BackendArg::Btrfs => BackendKind::Btrfs,
+            BackendArg::Ext4Prjquota => BackendKind::Ext4Prjquota,
+            BackendArg::XfsPrjquota => BackendKind::XfsPrjquota,
         }
     }
 }
@@ -152,6 +231,15 @@ fn warn_dir(name: &str) {
 fn warn_if_dir(info: &TenantInfo) {
     if !info.enforces_limits {
         warn_dir(&info.record.name);
+    }
+}
+
+/// What the inode column says: the limit, or that nothing enforces one.
+fn inodes_str(t: &TenantInfo) -> String {
+    if t.enforces_inode_limit {
+        t.record.inodes.to_string()
+    } else {
+        "no limit".to_string()
     }
 }
 
@@ -183,7 +271,14 @@ pub fn run(cmd: TenantCommand, state_dir: &Path) -> Result<u8> {
                 started.elapsed().as_millis(),
                 info.uid_range,
                 format_size(info.record.storage_bytes),
-                info.record.inodes,
+                if info.enforces_inode_limit {
+                    info.record.inodes.to_string()
+                } else {
+                    format!(
+                        "{} (NOT enforced: btrfs has no inode limit)",
+                        info.record.inodes
+                    )
+                },
                 info.mount_path.display()
             );
         }
@@ -196,18 +291,18 @@ pub fn run(cmd: TenantCommand, state_dir: &Path) -> Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<20} {:<9} {:<7} {:<23} {:>8} {:>10} MOUNTED",
+                    "{:<20} {:<9} {:<13} {:<23} {:>8} {:>10} MOUNTED",
                     "NAME", "STATE", "BACKEND", "UIDS", "STORAGE", "INODES"
                 );
                 for t in &list {
                     println!(
-                        "{:<20} {:<9} {:<7} {:<23} {:>8} {:>10} {}",
+                        "{:<20} {:<9} {:<13} {:<23} {:>8} {:>10} {}",
                         t.record.name,
                         state_str(t),
                         t.record.backend.as_str(),
                         t.uid_range,
                         format_size(t.record.storage_bytes),
-                        t.record.inodes,
+                        inodes_str(t),
                         if t.mounted { "yes" } else { "no" }
                     );
                 }
@@ -227,18 +322,26 @@ pub fn run(cmd: TenantCommand, state_dir: &Path) -> Result<u8> {
                 println!(
                     "backend:     {}{}",
                     r.backend.as_str(),
-                    if t.enforces_limits {
-                        ""
-                    } else {
+                    if !t.enforces_limits {
                         " (NO limits enforced)"
+                    } else if !t.enforces_inode_limit {
+                        " (enforces the block limit only: btrfs has no inode limit)"
+                    } else {
+                        ""
                     }
                 );
+                if let Some(p) = &t.pool {
+                    println!("pool:        {}", p.display());
+                }
+                if let Some(id) = r.project_id {
+                    println!("project id:  {id}");
+                }
                 println!(
                     "storage:     {} ({} bytes)",
                     format_size(r.storage_bytes),
                     r.storage_bytes
                 );
-                println!("inodes:      {}", r.inodes);
+                println!("inodes:      {}", inodes_str(&t));
                 println!("mount path:  {}", t.mount_path.display());
                 if let Some(img) = &t.image {
                     println!("image:       {}", img.display());
@@ -315,7 +418,19 @@ pub fn run(cmd: TenantCommand, state_dir: &Path) -> Result<u8> {
         }
         TenantCommand::Mount { name: None, .. } => {
             let mut failed = Vec::new();
-            for (name, r) in tenants.mount_all()? {
+            let all = tenants.mount_all()?;
+            for (kind, path, r) in all.pools {
+                let kind = kind.as_str();
+                match r {
+                    Ok(true) => println!("pool {kind}: mounted at {}", path.display()),
+                    Ok(false) => println!("pool {kind}: already mounted at {}", path.display()),
+                    Err(e) => {
+                        eprintln!("sgrun: pool {kind}: {}", error_chain(&e));
+                        failed.push(format!("pool {kind}"));
+                    }
+                }
+            }
+            for (name, r) in all.tenants {
                 match r {
                     Ok(true) => println!("tenant {name}: mounted"),
                     Ok(false) => println!("tenant {name}: already mounted"),
@@ -326,11 +441,75 @@ pub fn run(cmd: TenantCommand, state_dir: &Path) -> Result<u8> {
                 }
             }
             if !failed.is_empty() {
-                bail!("cannot mount the volumes of {}", failed.join(", "));
+                bail!("cannot mount {}", failed.join(", "));
             }
         }
+        TenantCommand::Pool(cmd) => pool(cmd, &tenants)?,
     }
     Ok(0)
+}
+
+fn pool(cmd: PoolCommand, tenants: &Tenants) -> Result<()> {
+    match cmd {
+        PoolCommand::Create { backend, size } => {
+            let size = parse_size(&size).context("--size")?;
+            let started = std::time::Instant::now();
+            let p = tenants.create_pool(backend.into(), size)?;
+            println!(
+                "pool {} created in {} ms: {} image {}, mounted at {}",
+                p.record.backend.as_str(),
+                started.elapsed().as_millis(),
+                format_size(size),
+                p.record
+                    .image
+                    .as_deref()
+                    .map(|i| i.display().to_string())
+                    .unwrap_or_default(),
+                p.record.path.display()
+            );
+        }
+        PoolCommand::Add { backend, path } => {
+            let p = tenants.add_pool(backend.into(), &path)?;
+            println!(
+                "pool {} registered: {} (mounted by the host; sgrun never mounts or unmounts it)",
+                p.record.backend.as_str(),
+                p.record.path.display()
+            );
+        }
+        PoolCommand::Ls { json } => {
+            let list = tenants.pools()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<13} {:<40} {:<8} {:>8} {:>8} MOUNTED",
+                    "BACKEND", "PATH", "MADE BY", "SIZE", "FREE"
+                );
+                for p in &list {
+                    let sz = |b: Option<u64>| b.map(format_size).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<13} {:<40} {:<8} {:>8} {:>8} {}",
+                        p.record.backend.as_str(),
+                        p.record.path.display(),
+                        if p.record.image.is_some() {
+                            "sgrun"
+                        } else {
+                            "host"
+                        },
+                        sz(p.bytes_total),
+                        sz(p.bytes_free),
+                        if p.mounted { "yes" } else { "no" }
+                    );
+                }
+            }
+        }
+        PoolCommand::Rm { backend } => {
+            let kind = BackendKind::from(backend);
+            tenants.remove_pool(kind)?;
+            println!("pool {} removed", kind.as_str());
+        }
+    }
+    Ok(())
 }
 
 fn state_str(t: &TenantInfo) -> &'static str {

@@ -3,7 +3,15 @@
 //! - [`LoopBackend`]: one ext4 image file per tenant, attached to a loop device and mounted at
 //!   `<state>/tenants/<name>/volume`. ext4 itself enforces both limits (ENOSPC), because the
 //!   filesystem is exactly as large as the tenant's quota and has exactly its inode count.
+//! - [`BtrfsBackend`](crate::btrfs::BtrfsBackend): a subvolume per tenant in the btrfs pool,
+//!   with a qgroup limit. Blocks only: btrfs has no inode limit.
+//! - [`ProjQuotaBackend`](crate::prjquota::ProjQuotaBackend): a directory per tenant in an
+//!   ext4 or xfs pool, tagged with the tenant's project id, with a project quota on blocks and
+//!   inodes.
 //! - [`DirBackend`]: a plain directory. No limits at all: development only.
+//!
+//! The pool backends bind-mount the tenant's directory of the pool at the same mount path as
+//! the loop backend's volume, so that sites find every volume at one place.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -28,6 +36,11 @@ pub struct Volume {
     /// Host uid and gid of the tenant's root (the first id of its range).
     pub uid: u32,
     pub gid: u32,
+    /// Where the pool of a pool backend (btrfs, *-prjquota) is mounted; `None` when the
+    /// backend has no pool or none is configured.
+    pub pool: Option<PathBuf>,
+    /// The project id of a project-quota tenant (registry::project_id_for).
+    pub project_id: u32,
 }
 
 impl Volume {
@@ -38,6 +51,21 @@ impl Volume {
     /// The ext4 image of the loop backend.
     pub fn image_path(&self) -> PathBuf {
         self.dir.join("volume.ext4")
+    }
+    /// The tenant's own directory (subvolume) in the pool: `<pool>/tenants/<name>`.
+    pub fn pool_dir(&self, kind: BackendKind) -> Result<PathBuf> {
+        match &self.pool {
+            Some(p) => Ok(p.join("tenants").join(&self.name)),
+            None => Err(TenantError::PoolNotConfigured {
+                kind: kind.as_str(),
+                path: self
+                    .dir
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(|state| crate::pool::record_path(state, kind))
+                    .unwrap_or_default(),
+            }),
+        }
     }
 }
 
@@ -52,8 +80,12 @@ pub struct Usage {
 
 pub trait StorageBackend {
     fn kind(&self) -> BackendKind;
-    /// Whether the backend enforces the block and inode limits.
+    /// Whether the backend enforces the block limit.
     fn enforces_limits(&self) -> bool;
+    /// Whether it enforces the inode limit too (btrfs does not).
+    fn enforces_inode_limit(&self) -> bool {
+        self.enforces_limits()
+    }
     /// Make the volume with its limits and mount it, owned by the tenant's mapped root. On
     /// failure, everything made so far is undone before the error is returned.
     fn create(&self, v: &Volume) -> Result<()>;
@@ -76,6 +108,10 @@ pub fn backend(kind: BackendKind) -> Box<dyn StorageBackend> {
     match kind {
         BackendKind::Loop => Box::new(LoopBackend),
         BackendKind::Dir => Box::new(DirBackend),
+        BackendKind::Btrfs => Box::new(crate::btrfs::BtrfsBackend),
+        kind @ (BackendKind::Ext4Prjquota | BackendKind::XfsPrjquota) => {
+            Box::new(crate::prjquota::ProjQuotaBackend { kind })
+        }
     }
 }
 
@@ -122,6 +158,15 @@ pub(crate) fn fail_point(name: &str, step: &str) -> Result<()> {
     Ok(())
 }
 
+/// The Debian package that ships `tool`, for the error that says what to install.
+fn package_of(tool: &str) -> &'static str {
+    match tool {
+        "mkfs.btrfs" | "btrfs" => "btrfs-progs",
+        "mkfs.xfs" | "xfs_quota" => "xfsprogs",
+        _ => "e2fsprogs",
+    }
+}
+
 /// e2fsprogs live in /usr/sbin, which a caller such as containerd may not have on PATH.
 fn tool_path(tool: &'static str) -> PathBuf {
     for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
@@ -133,12 +178,16 @@ fn tool_path(tool: &'static str) -> PathBuf {
     PathBuf::from(tool)
 }
 
-fn run_tool(tool: &'static str, args: &[&str]) -> Result<()> {
+pub(crate) fn run_tool(tool: &'static str, args: &[&str]) -> Result<()> {
     let out = Command::new(tool_path(tool))
         .args(args)
         .env("LC_ALL", "C")
         .output()
-        .map_err(|source| TenantError::ToolMissing { tool, source })?;
+        .map_err(|source| TenantError::ToolMissing {
+            tool,
+            package: package_of(tool),
+            source,
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -157,7 +206,7 @@ fn run_tool(tool: &'static str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn mkdir(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<()> {
     fs::DirBuilder::new()
         .mode(mode)
         .create(path)
@@ -167,7 +216,63 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
         .map_err(TenantError::io("chmod", path))
 }
 
-fn statvfs(path: &Path) -> Result<libc::statvfs> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(TenantError::io("chmod", path))
+}
+
+/// The filesystem type (statfs f_type: a *_SUPER_MAGIC) of the filesystem holding `path`.
+pub(crate) fn statfs_type(path: &Path) -> Result<i64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| TenantError::io("statfs", path)(std::io::ErrorKind::InvalidInput.into()))?;
+    // SAFETY: statfs is plain old data; all-zero is valid and the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a pointer to a statfs we own.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(TenantError::io("statfs", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(st.f_type)
+}
+
+/// Write out the filesystem holding `path` (btrfs counts qgroup usage at commit).
+pub(crate) fn sync_fs(path: &Path) -> Result<()> {
+    let f = fs::File::open(path).map_err(TenantError::io("open", path))?;
+    // SAFETY: syncfs on a valid fd we own.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+        return Err(TenantError::io("syncfs", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes and inodes below `root`, walked without following symlinks (the tenant controls
+/// the tree). Slow on big trees: only for backends that keep no count of their own.
+pub(crate) fn walk_count(root: &Path) -> Result<(u64, u64)> {
+    let mut bytes = 0;
+    let mut inodes = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(TenantError::io("read directory", &dir))?;
+        inodes += 1;
+        for e in entries.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                inodes += 1;
+                bytes += md.blocks() * 512;
+            }
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+pub(crate) fn statvfs(path: &Path) -> Result<libc::statvfs> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| TenantError::io("statvfs", path)(std::io::ErrorKind::InvalidInput.into()))?;
     // SAFETY: statvfs is plain old data; all-zero is valid and the kernel fills it.
@@ -193,7 +298,7 @@ pub struct LoopBackend;
 impl LoopBackend {
     /// Wait for the kernel to finish an AUTOCLEAR detach, then detach by hand whatever is
     /// still backed by this image (only this image: other loop devices are not ours).
-    fn release_devices(image: &Path) -> Result<()> {
+    pub(crate) fn release_devices(image: &Path) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(2);
         while !loopdev::devices_backed_by(image).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -465,7 +570,7 @@ impl StorageBackend for LoopBackend {
 
 /// Remove a tenant's directory. std's remove_dir_all does not follow symlinks (it works
 /// through directory fds), so a symlink the tenant planted cannot send it elsewhere.
-fn remove_tree(dir: &Path) -> Result<()> {
+pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -513,25 +618,7 @@ impl StorageBackend for DirBackend {
     }
 
     fn usage(&self, v: &Volume) -> Result<Usage> {
-        // Walk without following symlinks: the tenant controls this tree.
-        let mut bytes = 0;
-        let mut inodes = 0;
-        let mut stack = vec![v.mount_path()];
-        while let Some(dir) = stack.pop() {
-            let entries = fs::read_dir(&dir).map_err(TenantError::io("read directory", &dir))?;
-            inodes += 1;
-            for e in entries.flatten() {
-                let Ok(md) = e.path().symlink_metadata() else {
-                    continue;
-                };
-                if md.is_dir() {
-                    stack.push(e.path());
-                } else {
-                    inodes += 1;
-                    bytes += md.blocks() * 512;
-                }
-            }
-        }
+        let (bytes, inodes) = walk_count(&v.mount_path())?;
         Ok(Usage {
             bytes_used: bytes,
             bytes_limit: None,

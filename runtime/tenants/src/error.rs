@@ -73,9 +73,10 @@ pub enum TenantError {
         source: io::Error,
     },
 
-    #[error("cannot run {tool} (install e2fsprogs; scripts/install-deps.sh runtime)")]
+    #[error("cannot run {tool} (install {package}; scripts/install-deps.sh runtime)")]
     ToolMissing {
         tool: &'static str,
+        package: &'static str,
         #[source]
         source: io::Error,
     },
@@ -128,6 +129,57 @@ pub enum TenantError {
         name: String,
         backend: &'static str,
         what: &'static str,
+    },
+
+    #[error("no {kind} pool is configured (no {path}); create one with `sgrun tenant pool create {kind} --size 20G`, or register a mounted filesystem with `sgrun tenant pool add {kind} /srv/{kind}`")]
+    PoolNotConfigured { kind: &'static str, path: PathBuf },
+
+    #[error("a {kind} pool is already configured ({path}); `sgrun tenant pool rm {kind}` first")]
+    PoolExists { kind: &'static str, path: PathBuf },
+
+    #[error("the {kind} pool at {path} is not mounted; mount it first (it is not sgrun's to mount: add it to /etc/fstab), then `sgrun tenant mount --all`")]
+    PoolNotMounted { kind: &'static str, path: PathBuf },
+
+    #[error("the {kind} pool at {path} is not usable: {reason}")]
+    PoolUnusable {
+        kind: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "the {kind} pool still holds tenants ({tenants}); `sgrun tenant rm --purge` them first"
+    )]
+    PoolInUse { kind: &'static str, tenants: String },
+
+    #[error("the {backend} backend needs no pool")]
+    NoPoolBackend { backend: &'static str },
+
+    #[error("btrfs: {op} {path}")]
+    Btrfs {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("project quota: {op} for project {project} on {path}")]
+    Quota {
+        op: &'static str,
+        project: u32,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("tenant {name}: project {project} is already in use on {path} ({bytes} bytes, {inodes} inodes charged to it, limits {limits}); the pool must be sgrun's alone")]
+    ProjectInUse {
+        name: String,
+        project: u32,
+        path: PathBuf,
+        bytes: u64,
+        inodes: u64,
+        limits: String,
     },
 
     #[error("tenant {name}: failure injected at step {step} (SGRUN_TEST_FAIL_AT)")]

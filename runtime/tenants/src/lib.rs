@@ -9,6 +9,8 @@
 //! registry/<name>.json         one record per tenant
 //! tenants/<name>/volume.ext4   the loop backend's image
 //! tenants/<name>/volume/       the volume's mount point (or the dir backend's directory)
+//! pools/<backend>.json         the pool of a pool backend (btrfs, ext4-prjquota, xfs-prjquota)
+//! pools/<backend>.img, <backend>/  a pool made by `sgrun tenant pool create`: image, mount
 //! ```
 //!
 //! Order of a create, and why: the range is reserved and the record written (state
@@ -18,8 +20,11 @@
 //! range is never handed out while data owned by its ids may still exist.
 
 pub mod backend;
+pub mod btrfs;
 pub mod error;
 pub mod loopdev;
+pub mod pool;
+pub mod prjquota;
 pub mod registry;
 pub mod validate;
 
@@ -31,6 +36,7 @@ use serde::Serialize;
 
 pub use backend::{backend, StorageBackend, Usage, Volume};
 pub use error::{Result, TenantError};
+pub use pool::{PoolInfo, PoolRecord};
 pub use registry::{BackendKind, TenantRecord, TenantState, DEFAULT_RANGE_BASE, RANGE_SIZE};
 
 use backend::{fail_point, Rollback};
@@ -49,6 +55,17 @@ pub struct TenantInfo {
     pub mounted: bool,
     pub device: Option<String>,
     pub enforces_limits: bool,
+    /// False for btrfs, which has no inode limit (and for dir, which has none at all).
+    pub enforces_inode_limit: bool,
+    /// The pool the tenant lives in (pool backends).
+    pub pool: Option<PathBuf>,
+}
+
+/// What `mount --all` did: pools first (tenants of a pool need it), then tenants. One result
+/// each; a failure of one does not stop the others.
+pub struct MountAll {
+    pub pools: Vec<(BackendKind, PathBuf, Result<bool>)>,
+    pub tenants: Vec<(String, Result<bool>)>,
 }
 
 pub struct CreateRequest {
@@ -118,7 +135,25 @@ impl Tenants {
             inodes: rec.inodes,
             uid: rec.uid_base as u32,
             gid: rec.uid_base as u32,
+            pool: pool::load(&self.state_dir, rec.backend)
+                .ok()
+                .flatten()
+                .map(|p| p.path),
+            project_id: rec
+                .project_id
+                .unwrap_or_else(|| registry::project_id_for(rec.uid_base)),
         }
+    }
+
+    /// The pool of a pool backend, mounted (an sgrun-made pool is mounted here at its first
+    /// use after a restart). `None` for backends without a pool.
+    fn pool_ready(&self, kind: BackendKind) -> Result<Option<PoolRecord>> {
+        if !kind.uses_pool() {
+            return Ok(None);
+        }
+        let p = pool::load_required(&self.state_dir, kind)?;
+        pool::ensure_mounted(&p)?;
+        Ok(Some(p))
     }
 
     fn info(&self, rec: TenantRecord) -> TenantInfo {
@@ -131,6 +166,8 @@ impl Tenants {
             mounted: rec.state != TenantState::Removed && be.is_mounted(&v),
             device: be.device(&v),
             enforces_limits: be.enforces_limits(),
+            enforces_inode_limit: be.enforces_inode_limit(),
+            pool: v.pool.clone(),
             record: rec,
         }
     }
@@ -160,11 +197,13 @@ impl Tenants {
         validate::check_name(&req.name)?;
         self.ensure_state_dirs()?;
         let be = backend(req.backend);
+        // A pool backend's tenants share the pool: its free space is what counts.
+        let pool = self.pool_ready(req.backend)?;
+        let space_on = pool
+            .as_ref()
+            .map_or(self.state_dir.clone(), |p| p.path.clone());
         let free = if be.enforces_limits() {
-            Some((
-                backend::free_bytes(&self.state_dir)?,
-                self.state_dir.as_path(),
-            ))
+            Some((backend::free_bytes(&space_on)?, space_on.as_path()))
         } else {
             None
         };
@@ -209,6 +248,10 @@ impl Tenants {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            project_id: req
+                .backend
+                .uses_project_quota()
+                .then(|| registry::project_id_for(uid_base)),
         };
         self.registry.save(&lock, &rec)?;
         let (reg, name, l) = (self.registry.clone(), req.name.clone(), lock.clone());
@@ -226,7 +269,9 @@ impl Tenants {
         });
 
         // 4. the real inode count (mkfs rounds up to whole inode tables), then `active`
-        if let Ok(u) = be.usage(&v) {
+        if !be.enforces_inode_limit() {
+            // Nothing counts them; keep what was asked for as a record of intent.
+        } else if let Ok(u) = be.usage(&v) {
             if let Some(n) = u.inodes_limit {
                 rec.inodes = n;
             }
@@ -272,15 +317,17 @@ impl Tenants {
                 requested: new_size,
             });
         }
+        let pool = self.pool_ready(rec.backend)?;
         if be.enforces_limits() {
             // Only the growth needs to fit: the image already holds its old size.
-            let free = backend::free_bytes(&self.state_dir)?;
+            let space_on = pool.map_or(self.state_dir.clone(), |p| p.path);
+            let free = backend::free_bytes(&space_on)?;
             let grow = new_size - rec.storage_bytes;
             if grow > free {
                 return Err(TenantError::SizeTooLarge {
                     size: new_size,
                     free: free + rec.storage_bytes,
-                    path: self.state_dir.clone(),
+                    path: space_on,
                 });
             }
         }
@@ -317,6 +364,10 @@ impl Tenants {
         let be = backend(rec.backend);
         let v = self.volume(&rec);
         be.unmount(&v)?;
+        if purge {
+            // The data lives in the pool: it must be there to be deleted.
+            self.pool_ready(rec.backend)?;
+        }
         if !purge {
             if rec.state == TenantState::Active {
                 rec.state = TenantState::Removed;
@@ -344,6 +395,7 @@ impl Tenants {
         if rec.state == TenantState::Creating {
             return Err(TenantError::Incomplete { name: rec.name });
         }
+        self.pool_ready(rec.backend)?;
         let mounted = backend(rec.backend).ensure_mounted(&self.volume(&rec))?;
         if rec.state == TenantState::Removed {
             rec.state = TenantState::Active;
@@ -352,21 +404,72 @@ impl Tenants {
         Ok(mounted)
     }
 
-    /// Mount every active tenant's volume (after a host restart). One result per tenant; a
-    /// failure of one does not stop the others.
-    pub fn mount_all(&self) -> Result<Vec<(String, Result<bool>)>> {
+    /// After a host restart: mount every pool sgrun made (and check the registered ones),
+    /// then every active tenant's volume. Pools come first because their tenants' volumes
+    /// are directories inside them; a tenant whose pool failed fails with the pool's error.
+    pub fn mount_all(&self) -> Result<MountAll> {
         let _lock = self.registry.lock()?;
-        let mut out = Vec::new();
+        let mut pools = Vec::new();
+        for p in pool::list(&self.state_dir)? {
+            let span = tracing::info_span!("pool", backend = p.backend.as_str());
+            let _g = span.enter();
+            let r = pool::ensure_mounted(&p);
+            pools.push((p.backend, p.path.clone(), r));
+        }
+        let mut tenants = Vec::new();
         for rec in self.registry.list()? {
             if rec.state != TenantState::Active {
                 continue;
             }
             let span = tracing::info_span!("tenant", name = %rec.name);
             let _g = span.enter();
-            let r = backend(rec.backend).ensure_mounted(&self.volume(&rec));
-            out.push((rec.name.clone(), r));
+            let r = self
+                .pool_ready(rec.backend)
+                .and_then(|_| backend(rec.backend).ensure_mounted(&self.volume(&rec)));
+            tenants.push((rec.name.clone(), r));
         }
-        Ok(out)
+        Ok(MountAll { pools, tenants })
+    }
+
+    /// `sgrun tenant pool create KIND --size N`.
+    pub fn create_pool(&self, kind: BackendKind, size: u64) -> Result<PoolInfo> {
+        self.ensure_state_dirs()?;
+        let _lock = self.registry.lock()?;
+        Ok(pool::info(pool::create(&self.state_dir, kind, size)?))
+    }
+
+    /// `sgrun tenant pool add KIND PATH`.
+    pub fn add_pool(&self, kind: BackendKind, path: &Path) -> Result<PoolInfo> {
+        self.ensure_state_dirs()?;
+        let _lock = self.registry.lock()?;
+        Ok(pool::info(pool::add(&self.state_dir, kind, path)?))
+    }
+
+    pub fn pools(&self) -> Result<Vec<PoolInfo>> {
+        Ok(pool::list(&self.state_dir)?
+            .into_iter()
+            .map(pool::info)
+            .collect())
+    }
+
+    /// `sgrun tenant pool rm KIND`: refused while any tenant (also a removed one, whose data
+    /// is still in the pool) uses it.
+    pub fn remove_pool(&self, kind: BackendKind) -> Result<()> {
+        let _lock = self.registry.lock()?;
+        let users: Vec<String> = self
+            .registry
+            .list()?
+            .into_iter()
+            .filter(|r| r.backend == kind)
+            .map(|r| r.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(TenantError::PoolInUse {
+                kind: kind.as_str(),
+                tenants: users.join(", "),
+            });
+        }
+        pool::remove(&self.state_dir, kind)
     }
 }
 

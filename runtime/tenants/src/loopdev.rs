@@ -3,7 +3,7 @@
 //! direct I/O), and a race with another process taking the same free device is an EBUSY we
 //! retry, not a half-configured device.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -254,9 +254,13 @@ pub fn devices_backed_by(image: &Path) -> Vec<PathBuf> {
 /// A line of /proc/self/mountinfo that matters here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The directory of the filesystem that is mounted (`/` unless a bind of a subdirectory).
+    pub root: PathBuf,
     pub target: PathBuf,
     pub fstype: String,
     pub source: String,
+    /// The filesystem's own options (`prjquota`, `errors=remount-ro`, …), comma-separated.
+    pub super_options: String,
 }
 
 /// Undo mountinfo's octal escapes (space, tab, newline, backslash).
@@ -281,14 +285,18 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
+            let root = left.split(' ').nth(3)?;
             let target = left.split(' ').nth(4)?;
             let mut r = right.split(' ');
             let fstype = r.next()?;
             let source = r.next()?;
+            let super_options = r.next().unwrap_or("");
             Some(MountEntry {
+                root: PathBuf::from(unescape(root)),
                 target: PathBuf::from(unescape(target)),
                 fstype: fstype.to_string(),
                 source: unescape(source),
+                super_options: super_options.to_string(),
             })
         })
         .collect()
@@ -304,17 +312,21 @@ pub fn mount_at(target: &Path) -> Option<MountEntry> {
 }
 
 pub fn mount_ext4(device: &Path, target: &Path) -> Result<()> {
-    let src = CString::new(device.as_os_str().as_bytes()).expect("device path has no NUL");
-    let dst = CString::new(target.as_os_str().as_bytes()).map_err(|_| TenantError::Mount {
+    // errors=remount-ro: a corrupt volume stops taking writes instead of spreading damage.
+    mount_dev(device, target, c"ext4", c"errors=remount-ro")
+}
+
+/// Mount a block device `nosuid,nodev`: the filesystem holds tenant-written files, and no
+/// setuid binary or device node on it may ever mean anything on the host.
+pub fn mount_dev(device: &Path, target: &Path, fstype: &CStr, data: &CStr) -> Result<()> {
+    let err = |source| TenantError::Mount {
         device: device.into(),
         target: target.into(),
-        source: io::Error::from_raw_os_error(libc::EINVAL),
-    })?;
-    let fstype = c"ext4";
-    // errors=remount-ro: a corrupt volume stops taking writes instead of spreading damage.
-    let data = c"errors=remount-ro";
-    // nosuid, nodev: the volume holds tenant-written files; no setuid binary or device node
-    // on it may ever mean anything on the host.
+        source,
+    };
+    let src = CString::new(device.as_os_str().as_bytes()).expect("device path has no NUL");
+    let dst = CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| err(io::Error::from_raw_os_error(libc::EINVAL)))?;
     let flags = libc::MS_NOSUID | libc::MS_NODEV;
     // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
     let rc = unsafe {
@@ -327,11 +339,53 @@ pub fn mount_ext4(device: &Path, target: &Path) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(TenantError::Mount {
-            device: device.into(),
-            target: target.into(),
-            source: io::Error::last_os_error(),
-        });
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Bind `source` (a directory inside a pool) at `target`, then make that mount `nosuid,nodev`.
+/// Two calls because the kernel ignores every flag but MS_REC on the first MS_BIND; a failure
+/// of the second undoes the first, so a bind without the flags never stays.
+pub fn bind_mount(source: &Path, target: &Path) -> Result<()> {
+    let err = |source_err| TenantError::Mount {
+        device: source.into(),
+        target: target.into(),
+        source: source_err,
+    };
+    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+    let src = CString::new(source.as_os_str().as_bytes()).map_err(|_| err(einval()))?;
+    let dst = CString::new(target.as_os_str().as_bytes()).map_err(|_| err(einval()))?;
+    // SAFETY: valid NUL-terminated paths; fstype and data may be NULL for a bind.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
+    // SAFETY: as above; a remount names only the target.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if let Err(u) = umount(target) {
+            tracing::error!(target = %target.display(), error = %u, "cannot undo the bind mount");
+        }
+        return Err(err(e));
     }
     Ok(())
 }
@@ -374,6 +428,8 @@ mod tests {
         assert_eq!(m[0].target, Path::new("/mnt/a b"));
         assert_eq!(m[0].fstype, "ext4");
         assert_eq!(m[0].source, "/dev/loop3");
+        assert_eq!(m[0].root, Path::new("/"));
+        assert_eq!(m[0].super_options, "rw,errors=continue");
         assert_eq!(m[1].target, Path::new("/run"));
     }
 }

@@ -33,14 +33,41 @@ pub const RANGE_LIMIT: u64 = 0x7fff_0000;
 pub enum BackendKind {
     Loop,
     Dir,
+    Btrfs,
+    Ext4Prjquota,
+    XfsPrjquota,
 }
 
 impl BackendKind {
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::Loop,
+        BackendKind::Dir,
+        BackendKind::Btrfs,
+        BackendKind::Ext4Prjquota,
+        BackendKind::XfsPrjquota,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Loop => "loop",
             BackendKind::Dir => "dir",
+            BackendKind::Btrfs => "btrfs",
+            BackendKind::Ext4Prjquota => "ext4-prjquota",
+            BackendKind::XfsPrjquota => "xfs-prjquota",
         }
+    }
+
+    /// Backends whose tenants live in a shared filesystem (a pool) rather than in a volume
+    /// of their own.
+    pub fn uses_pool(self) -> bool {
+        matches!(
+            self,
+            BackendKind::Btrfs | BackendKind::Ext4Prjquota | BackendKind::XfsPrjquota
+        )
+    }
+
+    pub fn uses_project_quota(self) -> bool {
+        matches!(self, BackendKind::Ext4Prjquota | BackendKind::XfsPrjquota)
     }
 }
 
@@ -67,6 +94,19 @@ pub struct TenantRecord {
     pub state: TenantState,
     /// Seconds since the epoch.
     pub created: u64,
+    /// The project id of a project-quota tenant (ext4-prjquota, xfs-prjquota): derived from
+    /// the UID range at create ([`project_id_for`]) and kept, so that it never changes while
+    /// the data tagged with it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<u32>,
+}
+
+/// The project id of the tenant whose range starts at `uid_base`: the range's index,
+/// `uid_base / 65536`. Ranges never overlap and start at multiples of 65536 of at least
+/// 65536, so ids are unique among tenants and never 0 (project 0 is "no project": it is
+/// where a re-tagged directory would escape to).
+pub fn project_id_for(uid_base: u64) -> u32 {
+    (uid_base / RANGE_SIZE) as u32
 }
 
 impl TenantRecord {
@@ -343,6 +383,7 @@ mod tests {
             inodes: 2048,
             state: TenantState::Active,
             created: 0,
+            project_id: None,
         }
     }
 
@@ -401,6 +442,35 @@ mod tests {
             a.allocate("y", last),
             Err(TenantError::NoFreeRange { .. })
         ));
+    }
+
+    #[test]
+    fn project_ids_are_unique_and_never_zero() {
+        let mut a = Allocations::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..50 {
+            let base = a.allocate(&format!("t{i}"), RANGE_SIZE).unwrap();
+            let id = project_id_for(base);
+            assert_ne!(id, 0);
+            assert!(seen.insert(id), "{id} twice");
+        }
+        assert_eq!(project_id_for(DEFAULT_RANGE_BASE), 16384);
+        assert_eq!(project_id_for(RANGE_LIMIT - RANGE_SIZE), 32766);
+    }
+
+    #[test]
+    fn records_without_a_project_id_still_load() {
+        let text = r#"{"name":"old","uid_base":1073741824,"uid_count":65536,"backend":"loop",
+            "storage_bytes":67108864,"inodes":2048,"state":"active","created":0}"#;
+        let r: TenantRecord = serde_json::from_str(text).unwrap();
+        assert_eq!(r.project_id, None);
+        let kinds: Vec<&str> = BackendKind::ALL.iter().map(|k| k.as_str()).collect();
+        for k in kinds {
+            let j =
+                serde_json::to_string(&BackendKind::ALL.iter().find(|b| b.as_str() == k).unwrap())
+                    .unwrap();
+            assert_eq!(j, format!("\"{k}\""));
+        }
     }
 
     #[test]
