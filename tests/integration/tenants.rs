@@ -2,6 +2,13 @@
 //! input or injected failures that must leave nothing behind (no mount, no loop device, no
 //! image, no registry entry, no UID range).
 //!
+//! The btrfs backend on a btrfs pool made by `sgrun tenant pool create`: EDQUOT at the
+//! qgroup limit, no inode limit (and `show` says so), restart, purge; and the escape through a
+//! nested subvolume, closed by the profile in a real user-namespaced container and open in
+//! its weakened (unprofiled) twin. A host "restart" (everything unmounted and detached by hand)
+//! followed by `mount --all` brings back loop and btrfs volumes with their data. The
+//! project-quota backends need a kernel this host lacks: tests/cgv2/guest-tests.sh runs them.
+//!
 //! Each test has its own state directory (`--state-dir`) under /var/tmp; its guard unmounts
 //! and detaches only what lives under that directory, even when the test fails.
 
@@ -11,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use serde_json::Value;
-use sgrun_tests::{require_root, sgrun_bin, Out};
+use serde_json::{json, Value};
+use sgrun_tests::{require_root, sgrun_bin, Out, TestEnv};
 
 struct TenantEnv {
     state: PathBuf,
@@ -21,11 +28,11 @@ struct TenantEnv {
 impl TenantEnv {
     fn new(tag: &str) -> Self {
         require_root();
-        for tool in ["mkfs.ext4", "e2fsck", "resize2fs", "setpriv"] {
+        for tool in ["mkfs.ext4", "e2fsck", "resize2fs", "setpriv", "mkfs.btrfs"] {
             let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
                 .iter()
                 .any(|d| Path::new(d).join(tool).is_file());
-            assert!(found, "{tool} is missing: install e2fsprogs and util-linux (scripts/install-deps.sh runtime)");
+            assert!(found, "{tool} is missing: install e2fsprogs, btrfs-progs and util-linux (scripts/install-deps.sh --for test)");
         }
         let dir = tempfile::Builder::new()
             .prefix(&format!("sgrun-tenants-{tag}-"))
@@ -613,4 +620,332 @@ fn tenant_help_has_examples() {
         o.stdout.contains("--inodes") && o.stdout.contains("at least 64M"),
         "{o}"
     );
+}
+
+/// `tenant create NAME --storage SIZE --inodes N --backend B`, successful.
+fn create(env: &TenantEnv, name: &str, backend: &str, size: &str, inodes: &str) -> Value {
+    env.run(&[
+        "tenant",
+        "create",
+        name,
+        "--storage",
+        size,
+        "--inodes",
+        inodes,
+        "--backend",
+        backend,
+    ])
+    .ok();
+    env.show(name)
+}
+
+/// The btrfs qgroups of the pool (`btrfs qgroup show`), for diagnostics.
+fn qgroups(pool: &Path) -> String {
+    let o = Command::new("btrfs")
+        .args(["qgroup", "show", "-re", "--sync"])
+        .arg(pool)
+        .output()
+        .expect("run btrfs (btrfs-progs)");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn btrfs_tenant_quota_no_inode_limit_resize_purge() {
+    let env = TenantEnv::new("btrfs");
+    // A pool backend without its pool: the error says how to make one.
+    env.run(&[
+        "tenant",
+        "create",
+        "early",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+        "--backend",
+        "btrfs",
+    ])
+    .failed()
+    .stderr_has(&["no btrfs pool", "sgrun tenant pool create btrfs"]);
+    env.assert_nothing_of("early");
+    env.run(&["tenant", "pool", "create", "btrfs", "--size", "100M"])
+        .failed()
+        .stderr_has(&["minimum pool size"]);
+    env.run(&["tenant", "pool", "create", "btrfs", "--size", "1G"])
+        .ok();
+    let pool = env.state.join("pools/btrfs");
+    env.run(&["tenant", "pool", "create", "btrfs", "--size", "1G"])
+        .failed()
+        .stderr_has(&["already configured"]);
+    let ls = env.run(&["tenant", "pool", "ls", "--json"]).ok().json();
+    assert_eq!(ls[0]["backend"], "btrfs", "{ls}");
+    assert_eq!(ls[0]["mounted"], true, "{ls}");
+
+    let info = create(&env, "acme", "btrfs", "64M", "2048");
+    assert_eq!(info["backend"], "btrfs", "{info}");
+    assert_eq!(info["mounted"], true, "{info}");
+    assert_eq!(info["enforces_limits"], true, "{info}");
+    assert_eq!(info["enforces_inode_limit"], false, "{info}");
+    let text = env.run(&["tenant", "show", "acme"]).ok().stdout.clone();
+    assert!(text.contains("no inode limit"), "{text}");
+    let uid = info["uid_base"].as_u64().unwrap();
+    let vol = env.volume("acme");
+    let v = vol.to_str().unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = fs::metadata(&vol).unwrap();
+    assert_eq!((md.uid() as u64, md.gid() as u64), (uid, uid));
+    assert_eq!(md.permissions().mode() & 0o777, 0o700);
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mi
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(v))
+        .unwrap_or_else(|| panic!("{v} not in mountinfo"));
+    assert!(
+        line.contains(" /tenants/acme ") && line.contains(" - btrfs "),
+        "{line}"
+    );
+    assert!(line.contains("nosuid") && line.contains("nodev"), "{line}");
+
+    // Block limit: the mapped root writes 100M into 64M and gets EDQUOT.
+    let o = sh_as(uid, &format!("dd if=/dev/zero of={v}/big bs=1M count=100"));
+    assert!(!o.status.success(), "writing 100M into 64M succeeded");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Disk quota exceeded"), "{err}");
+    let u = env.usage("acme");
+    let (used, limit) = (
+        u["bytes_used"].as_u64().unwrap(),
+        u["bytes_limit"].as_u64().unwrap(),
+    );
+    assert_eq!(limit, 64 << 20, "{u}");
+    assert!(used + (4 << 20) >= limit && used <= limit, "{u}");
+    assert!(u["inodes_limit"].is_null(), "{u}");
+    eprintln!("qgroups at the limit:\n{}", qgroups(&pool));
+    fs::remove_file(vol.join("big")).unwrap();
+
+    // Weakened: the same write with the qgroup limit lifted by hand goes through, so the
+    // check above can see a missing limit. Then the limit is put back.
+    let btrfs = |args: &[&str]| {
+        let o = Command::new("btrfs")
+            .args(args)
+            .output()
+            .expect("run btrfs");
+        assert!(o.status.success(), "btrfs {args:?}: {o:?}");
+    };
+    btrfs(&["qgroup", "limit", "none", v]);
+    let o = sh_as(uid, &format!("dd if=/dev/zero of={v}/big bs=1M count=100"));
+    assert!(o.status.success(), "no limit, yet the write failed: {o:?}");
+    fs::remove_file(vol.join("big")).unwrap();
+    btrfs(&["qgroup", "limit", "64M", v]);
+
+    // No inode limit: 3000 files in a tenant that asked for 2048.
+    let o = sh_as(
+        uid,
+        &format!("mkdir {v}/many && cd {v}/many && i=0; while [ $i -lt 3000 ]; do : > f$i || exit 1; i=$((i+1)); done"),
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert!(env.usage("acme")["inodes_used"].as_u64().unwrap() > 3000);
+    assert!(sh_as(uid, &format!("rm -rf {v}/many")).status.success());
+
+    // Resize moves the qgroup limit; a 90M file now fits.
+    env.run(&["tenant", "resize", "acme", "--storage", "128M"])
+        .ok();
+    assert_eq!(env.usage("acme")["bytes_limit"], 128u64 << 20);
+    let o = sh_as(uid, &format!("dd if=/dev/zero of={v}/big bs=1M count=90"));
+    assert!(o.status.success(), "{o:?}");
+    env.run(&["tenant", "resize", "acme", "--storage", "64M"])
+        .failed()
+        .stderr_has(&["shrinking", "not supported"]);
+
+    // Injected failures leave no subvolume, mount, record or range.
+    for step in ["after-mkfs", "after-attach", "after-mount", "before-commit"] {
+        env.run_env(
+            &[
+                "tenant",
+                "create",
+                "half",
+                "--storage",
+                "64M",
+                "--inodes",
+                "2048",
+                "--backend",
+                "btrfs",
+            ],
+            &[("SGRUN_TEST_FAIL_AT", step)],
+        )
+        .failed()
+        .stderr_has(&["injected", step]);
+        env.assert_nothing_of("half");
+        assert!(
+            !pool.join("tenants/half").exists(),
+            "{step}: subvolume left"
+        );
+    }
+
+    // A pool in use cannot be removed.
+    env.run(&["tenant", "pool", "rm", "btrfs"])
+        .failed()
+        .stderr_has(&["still holds tenants", "acme"]);
+    // rm keeps the data in the pool; mount brings it back.
+    env.run(&["tenant", "rm", "acme"]).ok();
+    assert_eq!(env.show("acme")["mounted"], false);
+    assert!(pool.join("tenants/acme/big").is_file());
+    env.run(&["tenant", "mount", "acme"]).ok();
+    assert!(vol.join("big").is_file());
+    env.run(&["tenant", "rm", "--purge", "acme"]).ok();
+    env.assert_nothing_of("acme");
+    assert!(!pool.join("tenants/acme").exists());
+    let q = qgroups(&pool);
+    eprintln!("qgroups after the purge:\n{q}");
+    env.run(&["tenant", "pool", "rm", "btrfs"]).ok();
+    assert!(env.mounts().is_empty(), "{:?}", env.mounts());
+    assert!(env.loop_devices().is_empty(), "{:?}", env.loop_devices());
+    assert!(!env.state.join("pools/btrfs.img").exists());
+}
+
+/// The escape through a nested subvolume: a tenant's root in a user namespace (no capability
+/// in the initial one) creates a subvolume, whose new qgroup has no limit. Under sgrun's
+/// profile the four ioctls that make one answer EPERM and the quota holds; in the weakened
+/// twin (no profile) they succeed and 100M land in a 64M tenant.
+#[test]
+fn btrfs_nested_subvolumes_are_denied_by_the_profile() {
+    let env = TenantEnv::new("btrfsnest");
+    env.run(&["tenant", "pool", "create", "btrfs", "--size", "1G"])
+        .ok();
+    let info = create(&env, "nest", "btrfs", "64M", "2048");
+    let uid = info["uid_base"].as_u64().unwrap();
+    let vol = env.volume("nest");
+    let ctr = TestEnv::new("btrfsnest");
+    // How tenants run: a user namespace mapped to the tenant's range, the volume at /data.
+    let m = json!([{"containerID": 0, "hostID": uid, "size": 65536}]);
+    let script = "/probes/probe btrfs /data; \
+                  dd if=/dev/zero of=/data/sub1/big bs=1M count=100 2>&1; \
+                  echo nested-size=$(stat -c %s /data/sub1/big); \
+                  dd if=/dev/zero of=/data/big bs=1M count=100 2>&1; true";
+    let bundle = || {
+        ctr.bundle()
+            .with_namespace("user")
+            .id_mappings(m.clone(), m.clone())
+            .with_probes()
+            .bind(&vol, "/data", false)
+            .sh(script)
+    };
+
+    let out = ctr.container("prof", bundle()).run_fg();
+    out.ok();
+    for call in [
+        "subvol-create",
+        "subvol-create-v2",
+        "snap-create",
+        "snap-create-v2",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("{call} errno 1\n")),
+            "{call} not denied with EPERM: {out}"
+        );
+    }
+    assert!(out.stdout.contains("Disk quota exceeded"), "{out}");
+    for sub in ["sub1", "sub2", "snap1", "snap2"] {
+        assert!(!vol.join(sub).exists(), "{sub} exists: {out}");
+    }
+    let u = env.usage("nest");
+    assert!(u["bytes_used"].as_u64().unwrap() <= 64 << 20, "{u}");
+    fs::remove_file(vol.join("big")).unwrap();
+
+    // Weakened: no profile. The kernel lets the user-namespaced root make all four, and the
+    // nested subvolume takes 100M past the 64M limit.
+    let out = ctr.weak_container("weak", bundle()).run_fg();
+    for call in [
+        "subvol-create",
+        "subvol-create-v2",
+        "snap-create",
+        "snap-create-v2",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("{call} ok\n")),
+            "{call} failed without a profile: {out}"
+        );
+    }
+    assert!(
+        out.stdout.contains("nested-size=104857600\n"),
+        "the nested subvolume did not take 100M: {out}"
+    );
+    let pool = env.state.join("pools/btrfs");
+    eprintln!("qgroups after the weakened run:\n{}", qgroups(&pool));
+    drop(ctr);
+    // The purge deletes the nested subvolumes too (deepest first, after lifting the limit).
+    env.run(&["tenant", "rm", "--purge", "nest"]).ok();
+    env.assert_nothing_of("nest");
+    assert!(!pool.join("tenants/nest").exists());
+    env.run(&["tenant", "pool", "rm", "btrfs"]).ok();
+}
+
+/// A host restart, simulated: every tenant volume and pool unmounted and every loop device
+/// detached by hand; `mount --all` brings back the btrfs pool first, then loop and btrfs
+/// volumes, with their data and limits.
+#[test]
+fn mount_all_after_a_restart_brings_back_pools_and_volumes() {
+    let env = TenantEnv::new("restart");
+    env.run(&["tenant", "pool", "create", "btrfs", "--size", "1G"])
+        .ok();
+    let l = create(&env, "lp", "loop", "64M", "2048");
+    let b = create(&env, "bt", "btrfs", "64M", "2048");
+    for (name, t) in [("lp", &l), ("bt", &b)] {
+        let uid = t["uid_base"].as_u64().unwrap();
+        let v = env.volume(name);
+        let o = sh_as(uid, &format!("echo {name}-data > {}/keep", v.display()));
+        assert!(o.status.success(), "{o:?}");
+    }
+    // "Restart": unmount everything under the state dir (volumes before the pool), then
+    // wait for the AUTOCLEAR loop devices to go.
+    let mut mounts = env.mounts();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    for m in &mounts {
+        let o = Command::new("umount").arg(m).output().unwrap();
+        assert!(o.status.success(), "umount {}: {o:?}", m.display());
+    }
+    let t0 = Instant::now();
+    while !env.loop_devices().is_empty() && t0.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(env.loop_devices().is_empty(), "{:?}", env.loop_devices());
+    assert!(env.mounts().is_empty());
+    for n in ["lp", "bt"] {
+        assert_eq!(env.show(n)["mounted"], false);
+    }
+    // A tenant command that needs the pool mounts it at first use, but `mount --all` is what
+    // a boot runs.
+    let o = env.run(&["tenant", "mount", "--all"]);
+    o.ok();
+    assert!(o.stdout.contains("pool btrfs: mounted"), "{o}");
+    assert!(
+        o.stdout.contains("tenant lp: mounted") && o.stdout.contains("tenant bt: mounted"),
+        "{o}"
+    );
+    for (name, t) in [("lp", &l), ("bt", &b)] {
+        let v = env.volume(name);
+        assert_eq!(
+            fs::read_to_string(v.join("keep")).unwrap(),
+            format!("{name}-data\n")
+        );
+        // The limit is still there.
+        let uid = t["uid_base"].as_u64().unwrap();
+        let o = sh_as(
+            uid,
+            &format!("dd if=/dev/zero of={}/big bs=1M count=100", v.display()),
+        );
+        assert!(
+            !o.status.success(),
+            "{name}: 100M fit into 64M after the restart"
+        );
+    }
+    // A second run has nothing to do.
+    let o = env.run(&["tenant", "mount", "--all"]);
+    o.ok();
+    assert!(o.stdout.contains("pool btrfs: already mounted"), "{o}");
+    // A pool whose image vanished: mount --all says which pool and which tenants failed.
+    for n in ["lp", "bt"] {
+        env.run(&["tenant", "rm", "--purge", n]).ok();
+        env.assert_nothing_of(n);
+    }
+    env.run(&["tenant", "pool", "rm", "btrfs"]).ok();
+    assert!(env.mounts().is_empty() && env.loop_devices().is_empty());
 }

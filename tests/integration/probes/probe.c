@@ -9,6 +9,11 @@
  *   getpid                 getpid()
  *   calls                  every probe of the profile tests, one line each:
  *                          "NAME ok" or "NAME errno N" (always exit 0)
+ *   btrfs DIR              the four btrfs ioctls that make a subvolume, for real, in DIR
+ *                          (a subvolume root: the snapshots are of DIR itself), one line
+ *                          each as for `calls`: subvol-create (makes DIR/sub1),
+ *                          subvol-create-v2 (DIR/sub2), snap-create (DIR/snap1),
+ *                          snap-create-v2 (DIR/snap2). Always exit 0 once DIR opens.
  *
  * Output: "ok <return value>" (exit 0), or "errno <n> <text>" (exit 1). A usage error exits 2.
  * Built with `cc -static` by the test harness at test time; it uses raw syscall(2) so glibc
@@ -16,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +111,54 @@ static const struct call CALLS[] = {
     {"fstat-bad-fd", SYS_fstat, {-1, BAD}},
 };
 
+/* struct btrfs_ioctl_vol_args and _v2 of <linux/btrfs.h>: 4096 bytes each. */
+struct vol_args {
+    long long fd;
+    char name[4088];
+};
+struct vol_args_v2 {
+    long long fd;
+    unsigned long long transid, flags, unused[4];
+    char name[4040];
+};
+
+static int btrfs_calls(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) {
+        printf("open errno %d %s\n", errno, strerror(errno));
+        return 1;
+    }
+    struct vol_args a;
+    struct vol_args_v2 b;
+    struct { const char *probe, *name; unsigned long req; int v2, snap; } calls[] = {
+        {"subvol-create", "sub1", 0x5000940eUL, 0, 0},
+        {"subvol-create-v2", "sub2", 0x50009418UL, 1, 0},
+        {"snap-create", "snap1", 0x50009401UL, 0, 1},
+        {"snap-create-v2", "snap2", 0x50009417UL, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        void *arg;
+        memset(&a, 0, sizeof a);
+        memset(&b, 0, sizeof b);
+        if (calls[i].v2) {
+            b.fd = calls[i].snap ? fd : 0;
+            strcpy(b.name, calls[i].name);
+            arg = &b;
+        } else {
+            a.fd = calls[i].snap ? fd : 0;
+            strcpy(a.name, calls[i].name);
+            arg = &a;
+        }
+        long r = syscall(SYS_ioctl, fd, calls[i].req, arg);
+        if (r == -1)
+            printf("%s errno %d\n", calls[i].probe, errno);
+        else
+            printf("%s ok\n", calls[i].probe);
+    }
+    return 0;
+}
+
 static int all_calls(void)
 {
     for (size_t i = 0; i < sizeof CALLS / sizeof CALLS[0]; i++) {
@@ -136,6 +190,8 @@ int main(int argc, char **argv)
         ret = syscall(SYS_getpid);
     else if (!strcmp(call, "calls") && argc == 2)
         return all_calls();
+    else if (!strcmp(call, "btrfs") && argc == 3)
+        return btrfs_calls(argv[2]);
     else {
         fprintf(stderr, "probe: unknown call or wrong arguments: %s\n", call);
         return 2;
