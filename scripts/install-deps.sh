@@ -9,11 +9,14 @@ what=${2:-all}
 # libelf-dev and zlib1g-dev: libbpf (vendored by libbpf-sys) for the cgroup-v2 device filter.
 build=(gcc libc6-dev pkg-config make jq file libelf-dev zlib1g-dev)
 # busybox-static: the test rootfs. runc/crun: reference runtimes for comparisons.
-runtime=(busybox-static runc crun iproute2 procps util-linux tmux e2fsprogs)
+# e2fsprogs, btrfs-progs, xfsprogs: mkfs of tenant volumes and pools (loop, btrfs,
+# xfs-prjquota); btrfs-progs also lets the tests read qgroups and weaken a limit by hand.
+runtime=(busybox-static runc crun iproute2 procps util-linux tmux e2fsprogs btrfs-progs xfsprogs)
 # The real clients that drive sgrun end to end.
 clients=(containerd podman docker.io)
 # The cgroup-v2 VM: QEMU TCG boots Debian's cloud kernel (fetched with apt-get download).
-vm=(qemu-system-x86 cpio lz4 e2fsprogs)
+# e2fsprogs/xfsprogs: mkfs.ext4 and mkfs.xfs are copied into the guest for the project-quota tests.
+vm=(qemu-system-x86 cpio lz4 e2fsprogs xfsprogs)
 bench=(hyperfine time)
 # The WordPress site: its image (mmdebstrap from deb.debian.org), its tests (curl over the
 # site's unix socket, python3 for the id-shifted copy and the audit listener).

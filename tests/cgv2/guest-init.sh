@@ -52,6 +52,15 @@ for c in cpuset cpu io memory pids; do
 done
 info "root cgroup.subtree_control: $(cat /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null)"
 
+# The storage tests' kernel modules (run.sh packs them, in dependency order): loop devices for
+# the pool images, ext4's quota format, XFS.
+if [ -f /cgv2/modules/order ]; then
+    for m in $(cat /cgv2/modules/order); do
+        insmod "/cgv2/modules/$m" || info "insmod $m FAILED"
+    done
+    info "modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+fi
+
 info "running /cgv2/guest-tests.sh (guest timeout ${SGRUN_CGV2_GUEST_TIMEOUT:-600}s)"
 echo "SGRUN-VM-BEGIN"
 # The guest-side timeout turns a hung test into a reported failure (137) instead of a VM that

@@ -349,6 +349,9 @@ else ok "delete removed cgroup $PARENT/$id"; fi
 rt_fails "state of deleted $id fails" state $id
 rt_fails "delete of an unknown id fails" delete no-such-container
 
+# ---- the project-quota storage backends (guest-storage.sh), before the leak checks ------------------------
+. /cgv2/guest-storage.sh
+
 # ---- 14. nothing left behind ---------------------------------------------------------------------------------
 # Checked before any cleanup of our own. The runtime removes the container cgroups it made; like
 # runc, it may leave the empty parent /sgrun-test: then it must be empty and removable.

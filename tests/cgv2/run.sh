@@ -60,6 +60,11 @@ command -v cpio > /dev/null || need_pkgs="$need_pkgs cpio"
 command -v dpkg-deb > /dev/null || need_pkgs="$need_pkgs dpkg"
 # the guest has no libc: busybox must be the static build
 if [ ! -x /bin/busybox ] || ldd /bin/busybox 2>/dev/null | grep -q '=>'; then need_pkgs="$need_pkgs busybox-static"; fi
+# the storage tests (guest-storage.sh): mkfs for the project-quota pools, and cc -static for the
+# syscall probe that re-tags a directory's project id
+[ -x /usr/sbin/mkfs.ext4 ] || need_pkgs="$need_pkgs e2fsprogs"
+[ -x /usr/sbin/mkfs.xfs ] || need_pkgs="$need_pkgs xfsprogs"
+command -v cc > /dev/null || need_pkgs="$need_pkgs gcc libc6-dev"
 [ -z "$need_pkgs" ] ||
     die "missing host packages:$need_pkgs -- apt-get install -y --no-install-recommends$need_pkgs"
 
@@ -93,16 +98,45 @@ done
 mknod -m 600 "$st/dev/console" c 5 1
 install -m 755 "$here/guest-init.sh" "$st/init"
 install -m 755 "$here/guest-tests.sh" "$st/cgv2/guest-tests.sh"
+install -m 755 "$here/guest-storage.sh" "$st/cgv2/guest-storage.sh"
 install -m 755 "$bin" "$st/usr/local/bin/sgrun"
 # A dynamic binary gets the libraries (and loader) ldd names, at the same paths.
-libs=$(ldd "$bin" 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' || true)
-if [ -n "$libs" ]; then
-    say "$(basename "$bin") is dynamically linked: copying $(echo "$libs" | wc -l) libraries into the guest"
+copy_libs() {
+    libs=$(ldd "$1" 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' || true)
     for l in $libs; do
+        [ -e "$st$l" ] && continue
         mkdir -p "$st$(dirname "$l")"; cp -L "$l" "$st$l"
     done
+}
+if ldd "$bin" 2>/dev/null | grep -q '=>'; then
+    say "$(basename "$bin") is dynamically linked: copying its libraries into the guest"
+    copy_libs "$bin"
 fi
+# ---- storage tests: project quota (guest-storage.sh) --------------------------------------------
+# This host's kernel has no ext4/xfs project quota; Debian's kernel in the VM has it, but as
+# modules, which the initramfs carries (there is no module tree to modprobe from): loop for
+# the pool images, quota_tree + quota_v2 for ext4's quota files, libcrc32c + xfs for XFS, in
+# that (dependency) order, which guest-init.sh insmods. mkfs.ext4 and mkfs.xfs go in with their
+# libraries, and the static syscall probe re-tags project ids from inside containers.
+moddir=$KERNEL_ROOT/lib/modules/$KERNEL_RELEASE/kernel
+mkdir -p "$st/cgv2/modules" "$st/usr/sbin" "$st/cgv2/probes"
+for m in drivers/block/loop fs/quota/quota_tree fs/quota/quota_v2 lib/libcrc32c fs/xfs/xfs; do
+    [ -f "$moddir/$m.ko" ] || die "kernel module $moddir/$m.ko is missing (rerun tests/cgv2/fetch-kernel.sh $dir)"
+    cp "$moddir/$m.ko" "$st/cgv2/modules/"
+    basename "$m.ko" >> "$st/cgv2/modules/order"
+done
+for t in mkfs.ext4 mkfs.xfs; do
+    install -m 755 "/usr/sbin/$t" "$st/usr/sbin/$t"
+    copy_libs "/usr/sbin/$t"
+done
+[ -f /etc/mke2fs.conf ] && install -m 644 /etc/mke2fs.conf "$st/etc/mke2fs.conf"
+cc -static -O2 -o "$st/cgv2/probes/probe" "$repo/tests/integration/probes/probe.c" ||
+    die "cc -static tests/integration/probes/probe.c failed (install gcc and libc6-dev)"
+chmod 755 "$st/cgv2/probes"
 cp -a "$dir/ctr/rootfs" "$st/cgv2/rootfs"
+# Mount points for the storage tests' binds: a container in a user namespace cannot make them
+# in a rootfs owned by the host's root.
+mkdir -p "$st/cgv2/rootfs/data" "$st/cgv2/rootfs/probes"
 {
     printf 'SGRUN_CGV2_GUEST_TIMEOUT=%s\n' "$gtmo"
     [ -z "${SGRUN_CGV2_WEAKEN:-}" ] || echo "export SGRUN_CGV2_WEAKEN=1"

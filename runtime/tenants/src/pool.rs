@@ -235,6 +235,26 @@ fn attach_and_mount(kind: BackendKind, image: &Path, target: &Path) -> Result<()
         if let Err(d) = loopdev::detach(&device, &dev) {
             tracing::error!(device = %device.display(), error = %d, "cannot detach");
         }
+        // The kernel's only answer to an option it cannot honour is EINVAL (and a line in
+        // dmesg): name the likely cause, a kernel without project quota (this dev host).
+        if kind.uses_project_quota()
+            && matches!(&e, TenantError::Mount { source, .. } if source.raw_os_error() == Some(libc::EINVAL))
+        {
+            return Err(TenantError::PoolUnusable {
+                kind: kind_name(kind),
+                path: target.into(),
+                reason: format!(
+                    "the kernel refused to mount {} with -o prjquota (EINVAL): it probably \
+                     lacks project quota support ({}); dmesg says which",
+                    image.display(),
+                    if kind == BackendKind::XfsPrjquota {
+                        "CONFIG_XFS_QUOTA"
+                    } else {
+                        "CONFIG_QUOTA and CONFIG_QFMT_V2"
+                    }
+                ),
+            });
+        }
         return Err(e);
     }
     // The mount holds the device from here; closing our fd lets the unmount free it.

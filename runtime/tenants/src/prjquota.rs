@@ -107,8 +107,12 @@ fn get_quota(path: &Path, id: u32) -> Result<IfDqblk> {
     };
     let dir = open_dir(path).map_err(quota_err)?;
     let mut q = IfDqblk::default();
-    quotactl(&dir, Q_GETQUOTA, id, &mut q).map_err(quota_err)?;
-    Ok(q)
+    match quotactl(&dir, Q_GETQUOTA, id, &mut q) {
+        Ok(()) => Ok(q),
+        // XFS has no dquot for an id nothing was ever charged to (ext4 answers zeroes).
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(IfDqblk::default()),
+        Err(e) => Err(quota_err(e)),
+    }
 }
 
 /// Set the hard limits of project `id` (0 = no limit). Soft limits equal the hard ones: a

@@ -14,6 +14,9 @@
  *                          each as for `calls`: subvol-create (makes DIR/sub1),
  *                          subvol-create-v2 (DIR/sub2), snap-create (DIR/snap1),
  *                          snap-create-v2 (DIR/snap2). Always exit 0 once DIR opens.
+ *   projid DIR [ID]        FS_IOC_FSGETXATTR: prints "ok <project id>"; with ID,
+ *                          FS_IOC_FSSETXATTR re-tags DIR to project ID (other flags kept):
+ *                          "ok 0" or "errno N <text>".
  *
  * Output: "ok <return value>" (exit 0), or "errno <n> <text>" (exit 1). A usage error exits 2.
  * Built with `cc -static` by the test harness at test time; it uses raw syscall(2) so glibc
@@ -159,6 +162,33 @@ static int btrfs_calls(const char *dir)
     return 0;
 }
 
+/* struct fsxattr of <linux/fs.h>: 28 bytes. */
+struct fsxattr_ {
+    unsigned int xflags, extsize, nextents, projid, cowextsize;
+    unsigned char pad[8];
+};
+
+static int projid(const char *dir, const char *id)
+{
+    struct fsxattr_ x;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || syscall(SYS_ioctl, fd, 0x801c581fUL, &x) == -1) {
+        printf("errno %d %s\n", errno, strerror(errno));
+        return 1;
+    }
+    if (!id) {
+        printf("ok %u\n", x.projid);
+        return 0;
+    }
+    x.projid = (unsigned int)number(id);
+    if (syscall(SYS_ioctl, fd, 0x401c5820UL, &x) == -1) {
+        printf("errno %d %s\n", errno, strerror(errno));
+        return 1;
+    }
+    printf("ok 0\n");
+    return 0;
+}
+
 static int all_calls(void)
 {
     for (size_t i = 0; i < sizeof CALLS / sizeof CALLS[0]; i++) {
@@ -192,6 +222,8 @@ int main(int argc, char **argv)
         return all_calls();
     else if (!strcmp(call, "btrfs") && argc == 3)
         return btrfs_calls(argv[2]);
+    else if (!strcmp(call, "projid") && (argc == 3 || argc == 4))
+        return projid(argv[2], argc == 4 ? argv[3] : NULL);
     else {
         fprintf(stderr, "probe: unknown call or wrong arguments: %s\n", call);
         return 2;
