@@ -180,8 +180,16 @@ fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// An entry path for an error message: a hostile path may be kilobytes long; keep its
+/// start and its end.
 fn shown(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    let s = String::from_utf8_lossy(b);
+    if s.chars().count() <= 240 {
+        return s.into_owned();
+    }
+    let head: String = s.chars().take(160).collect();
+    let tail: String = s.chars().skip(s.chars().count() - 60).collect();
+    format!("{head}…{tail} ({} bytes)", b.len())
 }
 
 /// What the unpacker needs to know besides the layers.
