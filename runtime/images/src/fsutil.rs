@@ -39,6 +39,12 @@ pub(crate) fn openat_beneath(
     mode: Mode,
 ) -> nix::Result<OwnedFd> {
     let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+    // openat2 refuses (EINVAL) a mode without O_CREAT, where openat ignored it.
+    let mode = if flags.contains(OFlag::O_CREAT) {
+        mode
+    } else {
+        Mode::empty()
+    };
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
         .mode(mode)

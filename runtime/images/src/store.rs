@@ -938,3 +938,161 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     s.push(b'\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn docker_archive(dir: &Path, layer: Vec<u8>) -> PathBuf {
+        let cfg = br#"{"config":{"Cmd":["/bin/sh"]}}"#;
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("config.json", cfg);
+        add("l/layer.tar", &layer);
+        add(
+            "manifest.json",
+            br#"[{"Config":"config.json","RepoTags":["t:1"],"Layers":["l/layer.tar"]}]"#,
+        );
+        let p = dir.join(format!("a-{}.tar", fsutil::random_hex()));
+        fs::write(&p, b.into_inner().unwrap()).unwrap();
+        p
+    }
+
+    fn import(store: &Store, dir: &Path, files: &[(&str, &[u8])], name: &str) -> Image {
+        let f = docker_archive(dir, layer(files));
+        let opts = ImportOptions {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        store
+            .import(&f, &opts, &mut |_| {})
+            .unwrap()
+            .committed
+            .image
+    }
+
+    #[test]
+    fn the_runtime_contract_resolve_acquire_release() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let img = import(&store, t.path(), &[("etc/hostname", b"x\n")], "site");
+        assert_eq!(img.names, ["site"]);
+        assert_eq!(
+            img.rootfs,
+            t.path().join("images/sha256").join(&img.id).join("rootfs")
+        );
+        assert_eq!(fs::read(img.rootfs.join("etc/hostname")).unwrap(), b"x\n");
+        for r in [
+            "site".to_string(),
+            img.id.clone(),
+            img.id[..12].to_string(),
+            format!("sha256:{}", &img.id[..20]),
+        ] {
+            assert_eq!(store.resolve(&r).unwrap().id, img.id, "{r}");
+        }
+        assert!(matches!(
+            store.resolve(&img.id[..11]),
+            Err(ImageError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.resolve("nosuch"),
+            Err(ImageError::NotFound { .. })
+        ));
+
+        let run = t.path().join("run");
+        fs::create_dir_all(run.join("web1")).unwrap();
+        store.acquire(&img, "web1", &run).unwrap();
+        let marker = fs::read_to_string(
+            t.path()
+                .join("images/sha256")
+                .join(&img.id)
+                .join("users/web1"),
+        )
+        .unwrap();
+        assert_eq!(marker.trim(), run.to_str().unwrap());
+        assert!(store.acquire(&img, "../evil", &run).is_err());
+        let users = store.users(&img.id).unwrap();
+        assert_eq!(
+            (users[0].container.as_str(), users[0].alive),
+            ("web1", true)
+        );
+        assert!(matches!(
+            store.remove("site", true),
+            Err(ImageError::InUse { .. })
+        ));
+        store.release(&img.id, "web1").unwrap();
+        store.release(&img.id, "web1").unwrap(); // twice is fine
+        let out = store.remove("site", false).unwrap();
+        assert!(out.removed_content);
+        assert!(store.list().unwrap().is_empty());
+        assert!(matches!(
+            store.acquire(&img, "web2", &run),
+            Err(ImageError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_name_moved_to_new_content_frees_the_old_image() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let a = import(&store, t.path(), &[("f", b"1")], "app");
+        let b = import(&store, t.path(), &[("f", b"2")], "app");
+        assert_ne!(a.id, b.id);
+        let ids: Vec<String> = store.list().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, [b.id.clone()]);
+        // In use: kept, unnamed.
+        let run = t.path().join("run");
+        fs::create_dir_all(run.join("c1")).unwrap();
+        store.acquire(&b, "c1", &run).unwrap();
+        let c = import(&store, t.path(), &[("f", b"3")], "app");
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].id, c.id);
+        assert!(list[1].names.is_empty());
+        let meta: ImageMeta = serde_json::from_slice(
+            &fs::read(
+                t.path()
+                    .join("images/sha256")
+                    .join(&b.id)
+                    .join("image.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(meta.names.is_empty(), "image.json follows the names");
+    }
+
+    #[test]
+    fn open_cleans_what_a_crash_left_in_tmp_but_not_a_running_import() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let crashed = t.path().join("images/tmp/123-dead");
+        fs::create_dir_all(crashed.join("rootfs/etc")).unwrap();
+        fs::write(crashed.join("rootfs/etc/x"), b"x").unwrap();
+        let running = store.stage().unwrap();
+        let again = Store::open(t.path()).unwrap();
+        assert!(!crashed.exists());
+        assert!(running.dir.exists());
+        assert_eq!(again.notes.len(), 1, "{:?}", again.notes);
+        let dir = running.dir.clone();
+        drop(running);
+        assert!(!dir.exists(), "a failed staging is removed on drop");
+    }
+}
