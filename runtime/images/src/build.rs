@@ -222,12 +222,12 @@ fn run_mmdebstrap(
         // reader below sees EOF when mmdebstrap and its children exit.
     };
     let mut tail: VecDeque<String> = VecDeque::new();
-    let mut no_space = false;
+    let mut no_space: Option<String> = None;
     for line in BufReader::new(File::from(rd)).split(b'\n') {
         let Ok(line) = line else { break };
         let line = String::from_utf8_lossy(&line).trim_end().to_string();
-        if line.contains("No space left on device") {
-            no_space = true;
+        if line.contains("No space left on device") && no_space.is_none() {
+            no_space = Some(line.clone());
         }
         if let Some(info) = line.strip_prefix("I: ") {
             say(info.trim_end_matches("..."));
@@ -251,14 +251,10 @@ fn run_mmdebstrap(
         return Ok(());
     }
     let tail: Vec<String> = tail.into_iter().collect();
-    if no_space {
+    if let Some(line) = no_space {
         return Err(ImageError::NoSpace {
             store: store.dir().to_path_buf(),
-            what: format!(
-                "the new rootfs {} (mmdebstrap: {})",
-                rootfs.display(),
-                tail.last().cloned().unwrap_or_default()
-            ),
+            what: format!("the new rootfs {} ({line})", rootfs.display()),
             source: io::Error::from_raw_os_error(libc::ENOSPC),
         });
     }

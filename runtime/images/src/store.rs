@@ -202,6 +202,9 @@ impl Store {
     /// builds and imports left in `tmp/`.
     pub fn open(state_dir: &Path) -> Result<Store> {
         let dir = state_dir.join("images");
+        // The state directory keeps the default mode (the tenants' part of it is theirs);
+        // only images/ is 0700.
+        fs::create_dir_all(state_dir).map_err(ImageError::io("cannot create", state_dir))?;
         let mut b = fs::DirBuilder::new();
         b.recursive(true).mode(0o700);
         for sub in ["sha256", "names", "tmp"] {
