@@ -1059,7 +1059,7 @@ mod tests {
         let b = import(&store, t.path(), &[("f", b"2")], "app");
         assert_ne!(a.id, b.id);
         let ids: Vec<String> = store.list().unwrap().into_iter().map(|i| i.id).collect();
-        assert_eq!(ids, [b.id.clone()]);
+        assert_eq!(ids, std::slice::from_ref(&b.id));
         // In use: kept, unnamed.
         let run = t.path().join("run");
         fs::create_dir_all(run.join("c1")).unwrap();
