@@ -99,9 +99,9 @@ cat <<TABLE
 | images ($(date -u '+%Y-%m-%d %H:%M UTC'), git $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo ?)) | time | size |
 |---|---|---|
 $build_row
-| WordPress image on disk | | $(( $(jq -r .meta.disk_usage <<<"$img") >> 20 )) MiB ($(( $(jq -r .meta.size <<<"$img") >> 20 )) MiB content, $(jq -r .meta.files <<<"$img") entries) |
+| WordPress image on disk | | $(( $(jq -r .disk_usage <<<"$img") >> 20 )) MiB ($(( $(jq -r .size <<<"$img") >> 20 )) MiB content, $(jq -r .files <<<"$img") entries) |
 | build again, "up to date" | $(printf %.3f "$uptodate") s | |
 | verify (re-hash the tree) | $(printf %.2f "$verify") s | |
-| import docker-archive, fresh store (median of $rounds) | $(printf %.2f "$import_med") s | ${archive_mib} MiB archive, $(jq -r .stats.entries "$work/import.json") entries |
+| import docker-archive, fresh store (median of $rounds; min–max) | $(printf %.2f "$import_med") s ($(printf '%s\n' "${times[@]}" | sort -n | head -1)–$(printf '%s\n' "${times[@]}" | sort -n | tail -1)) | ${archive_mib} MiB archive, $(jq -r .stats.entries "$work/import.json") entries |
 | import the same archive again (content already stored) | $(printf %.2f "$again") s | |
 TABLE

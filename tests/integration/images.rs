@@ -389,10 +389,28 @@ fn docker_archive_of_busybox_imports_and_verifies() {
         env.run(&["image", "inspect", &id[..12]]).ok().json()["id"],
         json!(id)
     );
-    // The same archive again: the same image, no second copy.
+    // The same archive again: the same image, nothing unpacked.
     let again = env.import(&archive, &["--name", "bb2"]);
     again.ok();
-    assert!(again.stdout.contains("in the store already"), "{again}");
+    assert!(
+        again.stdout.contains("this archive was imported before"),
+        "{again}"
+    );
+    assert_eq!(
+        env.run(&["image", "inspect", "bb2"]).ok().json()["id"],
+        json!(id)
+    );
+    // The same tree from another archive (an extra empty layer): unpacked, then found to be
+    // the same content: one copy.
+    let other = env.write(
+        "busybox2.tar",
+        &docker_archive(&[layer_of_dir(&rf), Layer::new().bytes()], "busybox:2"),
+    );
+    let again = env.import(&other, &["--name", "bb3"]);
+    assert!(
+        again.ok().stdout.contains("in the store already"),
+        "{again}"
+    );
     assert_eq!(env.snapshot().ids.len(), 1);
     assert!(env.snapshot().tmp.is_empty());
 }

@@ -296,6 +296,12 @@ pub fn run(cmd: ImageCommand, state_dir: &Path) -> Result<u8> {
             let img = &out.committed.image;
             if json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if out.reused {
+                println!(
+                    "image {}: this archive was imported before as sha256:{}; nothing unpacked (`sgrun image verify` checks the tree)",
+                    names_of(img),
+                    img.id
+                );
             } else {
                 println!(
                     "image {} imported in {:.1} s: sha256:{}, {} on disk, {} entries{}",

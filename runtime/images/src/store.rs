@@ -161,6 +161,9 @@ pub struct Committed {
 pub struct ImportOutcome {
     #[serde(flatten)]
     pub committed: Committed,
+    /// The same archive (same sha256, same --trusted) was imported before: nothing was
+    /// unpacked, the name (if any) now points at that image.
+    pub reused: bool,
     pub stats: UnpackStats,
     pub seconds: f64,
 }
@@ -770,6 +773,14 @@ impl Store {
         }))
     }
 
+    /// An image imported from an archive with this sha256, with the same trust.
+    fn find_import(&self, sha256: &str, trusted: bool) -> Result<Option<Image>> {
+        Ok(self.list()?.into_iter().find(|i| {
+            i.meta.trusted == trusted
+                && matches!(&i.meta.source, ImageSource::Import { sha256: s, .. } if s == sha256)
+        }))
+    }
+
     /// Point a name at an existing image (builds that are up to date).
     pub fn tag(&self, name: &str, id: &str) -> Result<Committed> {
         let lock = self.lock()?;
@@ -830,6 +841,23 @@ impl Store {
         ));
         let name = opts.name.clone().or_else(|| plan.derived_name.clone());
         let sha256 = input_sha256(&src, plan.format)?;
+        if let Some(existing) = self.find_import(&sha256, opts.trusted)? {
+            let committed = match &name {
+                Some(n) if !existing.names.contains(n) => self.tag(n, &existing.id)?,
+                _ => Committed {
+                    image: existing,
+                    new_content: false,
+                    replaced: None,
+                    replaced_removed: false,
+                },
+            };
+            return Ok(ImportOutcome {
+                committed,
+                reused: true,
+                stats: UnpackStats::default(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
         import::verify_blobs(&src, &plan, progress)?;
 
         let staging = self.stage()?;
@@ -877,6 +905,7 @@ impl Store {
         let committed = self.commit(staging, &manifest, meta, name.as_deref())?;
         Ok(ImportOutcome {
             committed,
+            reused: false,
             stats,
             seconds: started.elapsed().as_secs_f64(),
         })
