@@ -463,6 +463,8 @@ pub fn run(cmd: ImageCommand, state_dir: &Path) -> Result<u8> {
                             );
                         }
                     }
+                    // One image: its error is the last line, naming the root cause.
+                    Err(e) if images.len() == 1 => return Err(e.into()),
                     Err(e) => {
                         eprintln!("sgrun: {}", error_chain(&e));
                         failed.push(r.clone());
