@@ -138,6 +138,9 @@ pub enum Command {
     /// Tenants: create, ls, show, usage, resize, rm, mount (UID ranges and storage volumes)
     #[command(subcommand)]
     Tenant(crate::tenant::TenantCommand),
+    /// Images: build, import, ls, inspect, verify, rm (read-only base trees, content-addressed)
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -424,6 +427,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Profile(cmd) => crate::profile::run(cmd, &cli.profiles_dir),
         Command::Tenant(cmd) => crate::tenant::run(cmd, &cli.state_dir),
+        Command::Image(cmd) => crate::image::run(cmd, &cli.state_dir),
         Command::Spec {
             bundle,
             rootless,

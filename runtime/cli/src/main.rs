@@ -2,6 +2,7 @@
 //! Podman and Docker can use sgrun in its place.
 
 mod commands;
+mod image;
 mod log;
 mod profile;
 mod tenant;
@@ -95,7 +96,8 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub profiles_dir: PathBuf,
-    /// Directory for tenants' registry and volumes (`sgrun tenant`)
+    /// Directory for tenants' registry and volumes and the image store (`sgrun tenant`,
+    /// `sgrun image`)
     #[arg(
         long,
         global = true,
