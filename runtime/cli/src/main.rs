@@ -4,6 +4,7 @@
 mod commands;
 mod log;
 mod profile;
+mod rootfs;
 mod tenant;
 
 use std::path::PathBuf;

@@ -23,11 +23,9 @@ fn refuse(path: &str, root: &Path) -> impl FnOnce(io::Error) -> RootfsError {
     let root = root.to_path_buf();
     move |source| match source.raw_os_error() {
         // ELOOP: a symlink; EXDEV: a way out of `root` (`..`, an absolute link, a mount).
-        Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENOTDIR) => RootfsError::Unsafe {
-            path,
-            root,
-            source,
-        },
+        Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENOTDIR) => {
+            RootfsError::Unsafe { path, root, source }
+        }
         _ => RootfsError::Io {
             op: "open",
             path: root.join(path),
@@ -56,7 +54,9 @@ pub fn ensure_dir(root: BorrowedFd, root_path: &Path, rel: &str, owner: Owner) -
     let mut done = String::new();
     for comp in rel.split('/').filter(|c| !c.is_empty()) {
         if comp == "." || comp == ".." {
-            return Err(refuse(rel, root_path)(io::Error::from_raw_os_error(libc::EXDEV)));
+            return Err(refuse(rel, root_path)(io::Error::from_raw_os_error(
+                libc::EXDEV,
+            )));
         }
         if !done.is_empty() {
             done.push('/');
@@ -94,8 +94,14 @@ pub fn ensure_dir(root: BorrowedFd, root_path: &Path, rel: &str, owner: Owner) -
     }
     match parent {
         Some(fd) => Ok(fd),
-        None => sys::openat2(root, ".", libc::O_RDONLY | libc::O_DIRECTORY, 0, sys::BENEATH)
-            .map_err(refuse(rel, root_path)),
+        None => sys::openat2(
+            root,
+            ".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            sys::BENEATH,
+        )
+        .map_err(refuse(rel, root_path)),
     }
 }
 
@@ -107,7 +113,11 @@ mod tests {
     fn owner() -> Owner {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Owner { uid, gid, mode: 0o750 }
+        Owner {
+            uid,
+            gid,
+            mode: 0o750,
+        }
     }
 
     #[test]

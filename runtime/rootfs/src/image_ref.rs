@@ -59,7 +59,11 @@ pub fn resolve(state: &Path, name: &str) -> Result<ImageRef> {
         Err(e) => return Err(RootfsError::io("read image name", &path)(e)),
     };
     let hex = text.trim().to_string();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(RootfsError::ImageCorrupt {
             name: name.into(),
             path,
@@ -80,7 +84,11 @@ pub fn resolve(state: &Path, name: &str) -> Result<ImageRef> {
 }
 
 fn marker(state: &Path, hex: &str, id: &str) -> PathBuf {
-    images(state).join("sha256").join(hex).join("users").join(id)
+    images(state)
+        .join("sha256")
+        .join(hex)
+        .join("users")
+        .join(id)
 }
 
 /// Mark the image as used by container `id` of runtime root `root`, so that the store never

@@ -80,17 +80,17 @@ impl Mounted {
     /// Return this thread to the mount namespace it came from. The private namespace then has
     /// no member left and the kernel drops our copies of the mounts; the container keeps its.
     pub fn finish(self) -> Result<()> {
-        self.ns
-            .leave()
-            .map_err(RootfsError::sys("setns(CLONE_NEWNS)", "the original mount namespace"))
+        self.ns.leave().map_err(RootfsError::sys(
+            "setns(CLONE_NEWNS)",
+            "the original mount namespace",
+        ))
     }
 }
 
 /// A test hook: `SGRUN_TEST_FAIL_AT=rootfs-<step>` makes the create fail at that step, so
 /// that the tests can check that every earlier step is undone. It can only make sgrun fail.
 fn fail_point(id: &str, step: &str) -> Result<()> {
-    if std::env::var("SGRUN_TEST_FAIL_AT").is_ok_and(|s| s.strip_prefix("rootfs-") == Some(step))
-    {
+    if std::env::var("SGRUN_TEST_FAIL_AT").is_ok_and(|s| s.strip_prefix("rootfs-") == Some(step)) {
         return Err(RootfsError::Injected {
             id: id.into(),
             step: step.into(),
@@ -286,8 +286,9 @@ impl TenantRootfs {
         //    tenant's range (host root's files appear as the tenant's root inside the user
         //    namespace) and read-only. A clone, so the base itself is never changed.
         let idmap_started = std::time::Instant::now();
-        let userns = sys::IdmapNamespace::new(owner.uid, spec::MAP_SIZE)
-            .map_err(RootfsError::sys("clone(CLONE_NEWUSER)", format!("tenant {}", req.tenant)))?;
+        let userns = sys::IdmapNamespace::new(owner.uid, spec::MAP_SIZE).map_err(
+            RootfsError::sys("clone(CLONE_NEWUSER)", format!("tenant {}", req.tenant)),
+        )?;
         let lower_tree = sys::open_tree_path(
             &image.rootfs,
             libc::OPEN_TREE_CLONE | libc::AT_RECURSIVE as u32,
@@ -312,13 +313,27 @@ impl TenantRootfs {
         //    `lowerdir+=/,upperdir=/upper,workdir=/work`: no host path. Upper and work come
         //    from one clone because overlayfs wants them on the same mount.
         let lower = beneath::open_dir(lower_tree.as_fd(), &image.rootfs, ".")?;
-        let layers_tree = sys::open_tree(layers.as_fd(), "", libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32)
-            .map_err(RootfsError::sys("open_tree", volume.join(&state_rel).display()))?;
+        let layers_tree = sys::open_tree(
+            layers.as_fd(),
+            "",
+            libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32,
+        )
+        .map_err(RootfsError::sys(
+            "open_tree",
+            volume.join(&state_rel).display(),
+        ))?;
         let layers_path = volume.join(&state_rel);
         let upper = beneath::open_dir(layers_tree.as_fd(), &layers_path, "upper")?;
         let work = beneath::open_dir(layers_tree.as_fd(), &layers_path, "work")?;
-        let site_tree = sys::open_tree(site.as_fd(), "", libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32)
-            .map_err(RootfsError::sys("open_tree", volume.join(&site_rel).display()))?;
+        let site_tree = sys::open_tree(
+            site.as_fd(),
+            "",
+            libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32,
+        )
+        .map_err(RootfsError::sys(
+            "open_tree",
+            volume.join(&site_rel).display(),
+        ))?;
 
         let overlay_started = std::time::Instant::now();
         let overlay = self.overlay(id, req, &lower, &upper, &work)?;
@@ -326,8 +341,10 @@ impl TenantRootfs {
 
         // 7. Attach, in a mount namespace of our own (private: nothing propagates to the
         //    host). Only now, so that every earlier failure left the host's namespace alone.
-        let ns = sys::PrivateMountNamespace::enter()
-            .map_err(RootfsError::sys("unshare(CLONE_NEWNS)", format!("container {id}")))?;
+        let ns = sys::PrivateMountNamespace::enter().map_err(RootfsError::sys(
+            "unshare(CLONE_NEWNS)",
+            format!("container {id}"),
+        ))?;
         let mp = sys::open_dir(&mount_point, libc::O_PATH)
             .map_err(RootfsError::io("open mount point", &mount_point))?;
         sys::move_mount(overlay.as_fd(), mp.as_fd())
@@ -337,8 +354,10 @@ impl TenantRootfs {
         //    tenant's upper layer could hold a link at /srv/site pointing anywhere); created
         //    if the image lacks it, owned by the tenant's root.
         let target = beneath::ensure_dir(overlay.as_fd(), &mount_point, SITE_MOUNT, owner)?;
-        sys::move_mount(site_tree.as_fd(), target.as_fd())
-            .map_err(RootfsError::sys("move_mount", mount_point.join(SITE_MOUNT).display()))?;
+        sys::move_mount(site_tree.as_fd(), target.as_fd()).map_err(RootfsError::sys(
+            "move_mount",
+            mount_point.join(SITE_MOUNT).display(),
+        ))?;
         fail_point(id, "after-mount")?;
         info!(
             idmap_us,
@@ -401,12 +420,13 @@ impl TenantRootfs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(RootfsError::io("read record", &rec_path)(e)),
         };
-        let rec: RootfsRecord = serde_json::from_slice(&text).map_err(|source| RootfsError::Record {
-            path: rec_path.clone(),
-            source,
-        })?;
-        let _span = info_span!("tenant", name = %rec.tenant, site = %rec.site, container = id)
-            .entered();
+        let rec: RootfsRecord =
+            serde_json::from_slice(&text).map_err(|source| RootfsError::Record {
+                path: rec_path.clone(),
+                source,
+            })?;
+        let _span =
+            info_span!("tenant", name = %rec.tenant, site = %rec.site, container = id).entered();
         image_ref::release(&self.state, &rec.image_hex, id, runtime_root)?;
         let claim = self.claim_path(&rec.tenant, &rec.site);
         let holder = format!("{}\n{}\n", runtime_root.display(), id);

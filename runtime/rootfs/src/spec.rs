@@ -200,21 +200,45 @@ mod tests {
         force_user_namespace(&mut s, "acme", base).unwrap();
         let l = s.linux().as_ref().unwrap();
         assert_eq!(l.namespaces().as_ref().unwrap().len(), before + 1);
-        assert_eq!(l.uid_mappings().as_ref().unwrap(), &vec![mapping(base as u32)]);
-        assert_eq!(l.gid_mappings().as_ref().unwrap(), &vec![mapping(base as u32)]);
+        assert_eq!(
+            l.uid_mappings().as_ref().unwrap(),
+            &vec![mapping(base as u32)]
+        );
+        assert_eq!(
+            l.gid_mappings().as_ref().unwrap(),
+            &vec![mapping(base as u32)]
+        );
         // the same again is fine (a config that states the tenant's own mapping)
         force_user_namespace(&mut s, "acme", base).unwrap();
-        assert_eq!(s.linux().as_ref().unwrap().namespaces().as_ref().unwrap().len(), before + 1);
+        assert_eq!(
+            s.linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .as_ref()
+                .unwrap()
+                .len(),
+            before + 1
+        );
 
         // foreign ids are refused
         let mut s2 = s.clone();
         let mut other = vec![mapping(100_000)];
-        s2.linux_mut().as_mut().unwrap().set_uid_mappings(Some(other.clone()));
+        s2.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_uid_mappings(Some(other.clone()));
         let e = force_user_namespace(&mut s2, "acme", base).unwrap_err();
-        assert!(e.to_string().contains("tenants cannot choose their ids"), "{e}");
+        assert!(
+            e.to_string().contains("tenants cannot choose their ids"),
+            "{e}"
+        );
         other.push(mapping(base as u32));
         let mut s3 = s.clone();
-        s3.linux_mut().as_mut().unwrap().set_gid_mappings(Some(other));
+        s3.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_gid_mappings(Some(other));
         assert!(force_user_namespace(&mut s3, "acme", base).is_err());
         // joining a user namespace by path is refused
         let mut s4 = Spec::default();

@@ -40,7 +40,13 @@ fn unit_result(rc: libc::c_long) -> io::Result<()> {
 }
 
 /// openat2(2) relative to `dir`, with `resolve` flags. O_CLOEXEC is always added.
-pub fn openat2(dir: BorrowedFd, path: &str, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
+pub fn openat2(
+    dir: BorrowedFd,
+    path: &str,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     // SAFETY: open_how is a plain C struct; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -189,18 +195,38 @@ impl FsContext {
         Ok(FsContext { fd: fd_result(rc)? })
     }
 
-    fn config(&self, cmd: u32, key: Option<&CStr>, value: *const libc::c_void, aux: i32) -> io::Result<()> {
+    fn config(
+        &self,
+        cmd: u32,
+        key: Option<&CStr>,
+        value: *const libc::c_void,
+        aux: i32,
+    ) -> io::Result<()> {
         let key = key.map_or(std::ptr::null(), |k| k.as_ptr());
         // SAFETY: key is NULL or a valid string; value is NULL (flags, commands) or unused
         // (FSCONFIG_SET_FD passes the fd in aux).
-        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, self.fd.as_raw_fd(), cmd, key, value, aux) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                cmd,
+                key,
+                value,
+                aux,
+            )
+        };
         unit_result(rc)
     }
 
     /// A layer (or other path-valued key) given as an open directory, never as a path string:
     /// no lookup happens that a tenant's symlink could redirect.
     pub fn set_fd(&self, key: &CStr, fd: BorrowedFd) -> io::Result<()> {
-        self.config(libc::FSCONFIG_SET_FD, Some(key), std::ptr::null(), fd.as_raw_fd())
+        self.config(
+            libc::FSCONFIG_SET_FD,
+            Some(key),
+            std::ptr::null(),
+            fd.as_raw_fd(),
+        )
     }
 
     pub fn set_flag(&self, key: &CStr) -> io::Result<()> {
@@ -235,7 +261,11 @@ impl FsContext {
             if n <= 0 {
                 break;
             }
-            out.push(String::from_utf8_lossy(&buf[..n as usize]).trim().to_string());
+            out.push(
+                String::from_utf8_lossy(&buf[..n as usize])
+                    .trim()
+                    .to_string(),
+            );
         }
         out.join("; ")
     }
