@@ -15,6 +15,7 @@ mod exec;
 mod lifecycle;
 mod limits;
 mod profiles;
+mod rootfs;
 mod seccomp;
 mod security;
 mod tenants;
