@@ -62,6 +62,7 @@ bench: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/run.sh --out target/bench-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/profiles.sh | tee target/bench-profiles-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/wordpress.sh | tee target/bench-wordpress-latest.md
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/rootfs.sh | tee target/bench-rootfs-latest.md
 
 # The escape suite (tests/escape/README.md): `make escape RUNTIME=/usr/sbin/runc CONFIG=tenant`.
 # Without RUNTIME it tests the release sgrun, built first.
