@@ -74,16 +74,62 @@ pub struct RootfsRecord {
 /// until [`Mounted::finish`]: by then the container's init has its own copy of the mounts.
 pub struct Mounted {
     ns: sys::PrivateMountNamespace,
+    idmap_child: sys::ChildReaper,
 }
 
 impl Mounted {
     /// Return this thread to the mount namespace it came from. The private namespace then has
     /// no member left and the kernel drops our copies of the mounts; the container keeps its.
     pub fn finish(self) -> Result<()> {
+        let started = std::time::Instant::now();
+        // Reaped only now, long after it was killed: no wait for the scheduler.
+        drop(self.idmap_child);
         self.ns.leave().map_err(RootfsError::sys(
             "setns(CLONE_NEWNS)",
             "the original mount namespace",
-        ))
+        ))?;
+        info!(
+            leave_us = started.elapsed().as_micros(),
+            "back in the host's mount namespace"
+        );
+        Ok(())
+    }
+}
+
+/// Microseconds of each step of a mount, for the log (`sgrun --debug`) and the benchmark.
+struct StepClock {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u128)>,
+}
+
+impl StepClock {
+    fn new(started: std::time::Instant) -> Self {
+        StepClock {
+            last: started,
+            steps: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((name, (now - self.last).as_micros()));
+        self.last = now;
+    }
+
+    fn get(&self, name: &str) -> u128 {
+        self.steps
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, us)| us)
+            .sum()
+    }
+
+    fn summary(&self) -> String {
+        self.steps
+            .iter()
+            .map(|(n, us)| format!("{n}:{us}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -126,9 +172,13 @@ fn remove_if_exists(path: &Path, what: &'static str) -> Result<()> {
 }
 
 impl TenantRootfs {
+    /// `state_dir` is made absolute: the mount point becomes the container's `root.path`,
+    /// which the engine would resolve against the bundle if it were relative, and the tenants'
+    /// mount checks compare against mountinfo's absolute paths.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state: PathBuf = state_dir.into();
         TenantRootfs {
-            state: state_dir.into(),
+            state: std::path::absolute(&state).unwrap_or(state),
         }
     }
 
@@ -183,6 +233,8 @@ impl TenantRootfs {
         let started = std::time::Instant::now();
         let (tenant, volume) = Tenants::new(&self.state).ensure_mounted(&req.tenant)?;
         let image = image_ref::resolve(&self.state, &req.image)?;
+        let mut clock = StepClock::new(started);
+        clock.step("lookup");
 
         // 1. The record first: from here on, whatever happens, `release` (a delete, or the
         //    undo of this create) finds everything that follows. A record that exists already
@@ -210,7 +262,8 @@ impl TenantRootfs {
             _ => RootfsError::io("write record", &rec_path)(e),
         })?;
 
-        let made = self.mount_steps(id, runtime_root, &req, &tenant, &volume, &image, started);
+        clock.step("record");
+        let made = self.mount_steps(id, runtime_root, &req, &tenant, &volume, &image, clock);
         if made.is_err() {
             if let Err(e) = self.release(id, runtime_root) {
                 tracing::warn!("undoing the root filesystem of {id}: {e}");
@@ -228,7 +281,7 @@ impl TenantRootfs {
         tenant: &sgrun_tenants::TenantRecord,
         volume: &Path,
         image: &image_ref::ImageRef,
-        started: std::time::Instant,
+        mut clock: StepClock,
     ) -> Result<Mounted> {
         let owner = Owner {
             uid: tenant.uid_base as u32,
@@ -262,9 +315,13 @@ impl TenantRootfs {
             return Err(RootfsError::io("write site claim", &claim)(e));
         }
 
+        clock.step("claim");
+
         // 3. The image may not be removed while the container exists.
         image_ref::acquire(&self.state, &image.hex, id, runtime_root)?;
         mkdir_host(&mount_point)?;
+
+        clock.step("marker");
 
         // 4. The tenant's directories, made host-side beneath the volume's root and owned by
         //    the tenant's mapped root. From here on no path string inside the volume is used
@@ -285,7 +342,7 @@ impl TenantRootfs {
         // 5. The lower layer: a detached, recursive clone of the base, idmapped into the
         //    tenant's range (host root's files appear as the tenant's root inside the user
         //    namespace) and read-only. A clone, so the base itself is never changed.
-        let idmap_started = std::time::Instant::now();
+        clock.step("dirs");
         let userns = sys::IdmapNamespace::new(owner.uid, spec::MAP_SIZE).map_err(
             RootfsError::sys("clone(CLONE_NEWUSER)", format!("tenant {}", req.tenant)),
         )?;
@@ -303,9 +360,10 @@ impl TenantRootfs {
             "mount_setattr(MOUNT_ATTR_IDMAP)",
             image.rootfs.display(),
         ))?;
-        // The idmapped mount holds its own reference to the namespace: the child can go.
-        drop(userns);
-        let idmap_us = idmap_started.elapsed().as_micros();
+        // The idmapped mount holds its own reference to the namespace: the child can go. It
+        // is killed now and reaped after the build (see `Mounted::finish`).
+        let idmap_child = userns.release();
+        clock.step("idmap");
 
         // 6. Layers handed to overlayfs as open directories (fsconfig FSCONFIG_SET_FD), never
         //    as path strings: nothing is looked up again. Each is opened on a detached clone,
@@ -335,9 +393,9 @@ impl TenantRootfs {
             volume.join(&site_rel).display(),
         ))?;
 
-        let overlay_started = std::time::Instant::now();
+        clock.step("layers");
         let overlay = self.overlay(id, req, &lower, &upper, &work)?;
-        let overlay_us = overlay_started.elapsed().as_micros();
+        clock.step("overlay");
 
         // 7. Attach, in a mount namespace of our own (private: nothing propagates to the
         //    host). Only now, so that every earlier failure left the host's namespace alone.
@@ -350,6 +408,8 @@ impl TenantRootfs {
         sys::move_mount(overlay.as_fd(), mp.as_fd())
             .map_err(RootfsError::sys("move_mount", mount_point.display()))?;
 
+        clock.step("attach");
+
         // 8. /srv/site: the target is resolved beneath the overlay's root without symlinks (the
         //    tenant's upper layer could hold a link at /srv/site pointing anywhere); created
         //    if the image lacks it, owned by the tenant's root.
@@ -358,14 +418,16 @@ impl TenantRootfs {
             "move_mount",
             mount_point.join(SITE_MOUNT).display(),
         ))?;
+        clock.step("site");
         fail_point(id, "after-mount")?;
         info!(
-            idmap_us,
-            overlay_us,
-            total_us = started.elapsed().as_micros(),
+            idmap_us = clock.get("idmap"),
+            overlay_us = clock.get("overlay"),
+            total_us = clock.steps.iter().map(|(_, us)| us).sum::<u128>(),
+            steps = clock.summary(),
             "root filesystem mounted"
         );
-        Ok(Mounted { ns })
+        Ok(Mounted { ns, idmap_child })
     }
 
     fn overlay(

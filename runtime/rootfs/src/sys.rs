@@ -342,16 +342,50 @@ impl IdmapNamespace {
     }
 }
 
+impl IdmapNamespace {
+    /// Kill the child now and reap it later: its death needs it to be scheduled, which on a
+    /// busy host costs milliseconds if waited for at once. The namespace fd is closed; mounts
+    /// already idmapped with it keep their own reference.
+    pub fn release(self) -> ChildReaper {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: our own child, not yet reaped (only Drop or ChildReaper reaps it).
+        unsafe { libc::kill(me.child, libc::SIGKILL) };
+        // SAFETY: each field is taken out exactly once and `me` is never used or dropped again.
+        let (fd, stack) = unsafe { (std::ptr::read(&me.fd), std::mem::take(&mut me._stack)) };
+        drop(fd);
+        ChildReaper {
+            child: me.child,
+            _stack: stack,
+        }
+    }
+}
+
+fn reap(child: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid of our own child, which has been sent SIGKILL.
+    while unsafe { libc::waitpid(child, &mut status, libc::__WALL) } < 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+}
+
 impl Drop for IdmapNamespace {
     fn drop(&mut self) {
-        // SAFETY: the pid is our own child, not yet reaped (only Drop reaps it).
-        unsafe {
-            libc::kill(self.child, libc::SIGKILL);
-            let mut status = 0;
-            while libc::waitpid(self.child, &mut status, libc::__WALL) < 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-            {}
-        }
+        // SAFETY: the pid is our own child, not yet reaped.
+        unsafe { libc::kill(self.child, libc::SIGKILL) };
+        reap(self.child);
+    }
+}
+
+/// A killed [`IdmapNamespace`] child, reaped on drop. Its stack is freed only then: with
+/// CLONE_VM the child runs on it until it is gone.
+pub struct ChildReaper {
+    child: libc::pid_t,
+    _stack: Vec<u8>,
+}
+
+impl Drop for ChildReaper {
+    fn drop(&mut self) {
+        reap(self.child);
     }
 }
 
