@@ -83,16 +83,28 @@ run_once() { # NAME -> microseconds of the whole `sgrun run`
     end=$(date +%s%N)
     echo $(( (end - start) / 1000 ))
 }
+start_once() { # NAME -> microseconds of `sgrun create` + `sgrun start` (the delete is not timed)
+    local start end
+    start=$(date +%s%N)
+    sg create --bundle "$work/$1" "bench-s-$1" >/dev/null 2>"$work/err" &&
+        sg start "bench-s-$1" >/dev/null 2>>"$work/err" ||
+        { echo "$0: sgrun create/start ($1) failed: $(cat "$work/err")" >&2; exit 1; }
+    end=$(date +%s%N)
+    sg delete -f "bench-s-$1" >/dev/null 2>&1
+    echo $(( (end - start) / 1000 ))
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Warm-up (page cache, seccomp cache, the loop volume's first writes), not counted.
 run_once plain >/dev/null; run_once tenant >/dev/null
-plain=() tenant=()
+plain=() tenant=() splain=() stenant=()
 for ((r = 0; r < ROUNDS; r++)); do
     if (( r % 2 )); then
         plain+=("$(run_once plain)"); tenant+=("$(run_once tenant)")
+        splain+=("$(start_once plain)"); stenant+=("$(start_once tenant)")
     else
         tenant+=("$(run_once tenant)"); plain+=("$(run_once plain)")
+        stenant+=("$(start_once tenant)"); splain+=("$(start_once plain)")
     fi
 done
 mp=$(printf '%s\n' "${plain[@]}" | median)
@@ -100,6 +112,11 @@ mt=$(printf '%s\n' "${tenant[@]}" | median)
 diffs=()
 for ((r = 0; r < ROUNDS; r++)); do diffs+=($(( tenant[r] - plain[r] ))); done
 md=$(printf '%s\n' "${diffs[@]}" | median)
+msp=$(printf '%s\n' "${splain[@]}" | median)
+mst=$(printf '%s\n' "${stenant[@]}" | median)
+sdiffs=()
+for ((r = 0; r < ROUNDS; r++)); do sdiffs+=($(( stenant[r] - splain[r] ))); done
+msd=$(printf '%s\n' "${sdiffs[@]}" | median)
 
 # sgrun-rootfs' own steps, measured in process (debug log; not in the rounds above).
 : > "$work/log"
@@ -108,11 +125,14 @@ for ((r = 0; r < 15; r++)); do
 done
 steps() { grep -o "$1=[0-9]*" "$work/log" | cut -d= -f2 | median; }
 
-echo "| \`sgrun run\` of /bin/true, $BACKEND volume, median of $ROUNDS alternating rounds | µs |"
+echo "| $BACKEND volume, median of $ROUNDS alternating rounds | plain bundle, same user namespace, µs | tenant overlay, µs | added (median of per-round differences), µs |"
+echo "|---|---:|---:|---:|"
+echo "| start: \`create\` + \`start\` of /bin/true | $msp | $mst | **$msd** |"
+echo "| \`run\` of /bin/true (start, exit, delete) | $mp | $mt | $md |"
+echo
+echo "| sgrun-rootfs in process (debug log, 15 creates), median | µs |"
 echo "|---|---:|"
-echo "| plain bundle, same user namespace | $mp |"
-echo "| tenant overlay (idmapped base + overlay + /srv/site) | $mt |"
-echo "| **added** (median of the per-round differences) | **$md** |"
-echo "| of which, in process: idmap (userns child + open_tree + mount_setattr) | $(steps idmap_us) |"
-echo "| of which, in process: overlay superblock (fsconfig create + fsmount) | $(steps overlay_us) |"
-echo "| of which, in process: every rootfs step (record, claim, dirs, mounts) | $(steps total_us) |"
+echo "| idmap (userns child + open_tree + mount_setattr) | $(steps idmap_us) |"
+echo "| overlay superblock (fsconfig + fsmount) | $(steps overlay_us) |"
+echo "| every step of the mount (record, claim, marker, dirs, idmap, overlay, namespace, /srv/site) | $(steps total_us) |"
+echo "| return to the host's mount namespace after the build | $(steps leave_us) |"
