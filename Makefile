@@ -64,6 +64,7 @@ bench: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/wordpress.sh | tee target/bench-wordpress-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/tenants.sh --out target/bench-tenants-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/images.sh | tee target/bench-images-latest.md
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/rootfs.sh | tee target/bench-rootfs-latest.md
 
 # The escape suite (tests/escape/README.md): `make escape RUNTIME=/usr/sbin/runc CONFIG=tenant`.
 # Without RUNTIME it tests the release sgrun, built first.

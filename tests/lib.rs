@@ -377,6 +377,8 @@ pub struct Sgrun {
     pub mark: String,
     /// `--default-profile` for every command (None: sgrun's own default, oci-default).
     pub default_profile: Option<String>,
+    /// `--state-dir` for every command (tenants, images; None: sgrun's default).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Sgrun {
@@ -385,6 +387,7 @@ impl Sgrun {
             root: root.into(),
             mark: mark.into(),
             default_profile: None,
+            state_dir: None,
         }
     }
 
@@ -408,6 +411,9 @@ impl Sgrun {
         let stderr = tempfile::tempfile().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(sgrun_bin());
         cmd.arg("--root").arg(&self.root);
+        if let Some(d) = &self.state_dir {
+            cmd.arg("--state-dir").arg(d);
+        }
         match &self.default_profile {
             Some(p) => cmd.env("SGRUN_DEFAULT_PROFILE", p),
             None => cmd.env_remove("SGRUN_DEFAULT_PROFILE"),

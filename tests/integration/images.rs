@@ -90,7 +90,7 @@ impl Layer {
 }
 
 /// A layer holding a whole directory tree (the busybox rootfs), symlinks kept as symlinks.
-fn layer_of_dir(dir: &Path) -> Vec<u8> {
+pub(crate) fn layer_of_dir(dir: &Path) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     b.append_dir_all(".", dir).unwrap();
@@ -115,7 +115,7 @@ fn image_config(diff_ids: &[String]) -> Vec<u8> {
 }
 
 /// `docker save` layout: manifest.json, <sha>.json config, <n>/layer.tar (uncompressed).
-fn docker_archive(layers: &[Vec<u8>], repo_tag: &str) -> Vec<u8> {
+pub(crate) fn docker_archive(layers: &[Vec<u8>], repo_tag: &str) -> Vec<u8> {
     let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
     let config = image_config(&diff_ids);
     let config_name = format!("{}.json", sha(&config));

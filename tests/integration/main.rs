@@ -16,6 +16,7 @@ mod images;
 mod lifecycle;
 mod limits;
 mod profiles;
+mod rootfs;
 mod seccomp;
 mod security;
 mod tenants;

@@ -283,8 +283,15 @@ pub fn run(cli: Cli) -> Result<u8> {
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup is not supported: sgrun manages cgroups through cgroupfs; drop the flag (containerd: SystemdCgroup = false)");
     }
-    let rt =
-        || Runtime::new(&cli.root).with_context(|| format!("state root {}", cli.root.display()));
+    // Tenants' containers (io.sgrun.tenant) get their root filesystem from sgrun-rootfs.
+    let rootfs = std::sync::Arc::new(crate::rootfs::TenantRootfsProvider(
+        sgrun_rootfs::TenantRootfs::new(&cli.state_dir),
+    ));
+    let rt = || {
+        Runtime::new(&cli.root)
+            .map(|r| r.with_rootfs_provider(rootfs.clone()))
+            .with_context(|| format!("state root {}", cli.root.display()))
+    };
     let policy = || -> Result<std::sync::Arc<dyn sgrun_engine::SpecPolicy>> {
         Ok(std::sync::Arc::new(crate::profile::ProfilePolicy::new(
             &cli.profiles_dir,

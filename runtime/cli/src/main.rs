@@ -5,6 +5,7 @@ mod commands;
 mod image;
 mod log;
 mod profile;
+mod rootfs;
 mod tenant;
 
 use std::path::PathBuf;

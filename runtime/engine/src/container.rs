@@ -15,7 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::executor::SgrunExecutor;
 use crate::id::validate_id;
 use crate::state::{OciState, Record};
-use crate::validate::{load_config, resolve, validate_spec};
+use crate::validate::{load_config, resolve, validate_spec_with};
 
 /// Hidden from `list`: private copies of bundles whose config.json sgrun had to adjust.
 const SPEC_FILE: &str = "sgrun-config.json";
@@ -46,6 +46,45 @@ pub trait SpecPolicy: Send + Sync + std::fmt::Debug {
     ) -> std::result::Result<Option<PolicyOutcome>, Box<dyn std::error::Error + Send + Sync>>;
 }
 
+/// An error from a hook the caller gave the engine (policy, root filesystem provider).
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A root filesystem the host makes for a container in place of its bundle's (sgrun's CLI
+/// hands the engine one built from `sgrun-rootfs`, for tenants' containers). The engine knows
+/// nothing of tenants or images; it only calls these at the right moments of create and delete.
+pub trait RootfsProvider: Send + Sync + std::fmt::Debug {
+    /// At create, before the config is validated: claim the container or not (`false`: the
+    /// spec is untouched). A claim rewrites `spec` in memory: `root.path` becomes the absolute
+    /// path the provider will mount at, and the provider may force other settings (a user
+    /// namespace). Nothing that needs undoing is made yet.
+    fn claim(
+        &self,
+        id: &str,
+        runtime_root: &Path,
+        spec: &mut Spec,
+    ) -> std::result::Result<bool, HookError>;
+    /// After every check passed, just before libcontainer builds the container: make the
+    /// root filesystem at `root.path`. On failure the provider has undone its own steps.
+    fn mount(
+        &self,
+        id: &str,
+        runtime_root: &Path,
+        spec: &Spec,
+    ) -> std::result::Result<Box<dyn MountedRootfs>, HookError>;
+    /// Undo everything of container `id`: at delete, after a failed create, and at a
+    /// `delete --force` of a half-made container. Idempotent; nothing to do for a container
+    /// the provider never claimed.
+    fn release(&self, id: &str, runtime_root: &Path) -> std::result::Result<(), HookError>;
+}
+
+/// A root filesystem made by [`RootfsProvider::mount`], until libcontainer has built the
+/// container on it.
+pub trait MountedRootfs {
+    /// Called once the build is over (success or not): the container's init, if any, has its
+    /// own view of the mounts by now.
+    fn finish(self: Box<Self>) -> std::result::Result<(), HookError>;
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct CreateOptions {
     pub bundle: PathBuf,
@@ -69,6 +108,7 @@ pub struct Stdio {
 
 pub struct Runtime {
     root: PathBuf,
+    rootfs: Option<std::sync::Arc<dyn RootfsProvider>>,
 }
 
 /// Held while a verb reads or writes a container's state; released on drop.
@@ -87,7 +127,13 @@ impl Runtime {
                 .map_err(|e| EngineError::io("resolving state root", &root, e))?,
             Err(e) => return Err(EngineError::io("resolving state root", &root, e)),
         };
-        Ok(Runtime { root })
+        Ok(Runtime { root, rootfs: None })
+    }
+
+    /// The host's root filesystem provider (tenants' containers), used at create and delete.
+    pub fn with_rootfs_provider(mut self, provider: std::sync::Arc<dyn RootfsProvider>) -> Self {
+        self.rootfs = Some(provider);
+        self
     }
 
     /// Create the state root if it does not exist yet (create and run do, before anything
@@ -218,7 +264,20 @@ impl Runtime {
         }
         let config_path = bundle.join("config.json");
         let mut spec = load_config(&config_path)?;
-        validate_spec(&config_path, &bundle, &spec)?;
+        // The provider claims first: a tenant's config names no rootfs of its own, and the
+        // root path it gets is checked with everything else below.
+        let provided = match &self.rootfs {
+            Some(p) => {
+                p.claim(id, &self.root, &mut spec)
+                    .map_err(|source| EngineError::Rootfs {
+                        id: id.into(),
+                        action: "claim",
+                        source,
+                    })?
+            }
+            None => false,
+        };
+        validate_spec_with(&config_path, &bundle, &spec, provided)?;
         let applied = match &opts.policy {
             Some(policy) => policy
                 .apply(&mut spec)
@@ -230,12 +289,16 @@ impl Runtime {
         };
         if applied.is_some() {
             // What the policy added (paths, limits) is checked like the caller's own.
-            validate_spec(&config_path, &bundle, &spec)?;
+            validate_spec_with(&config_path, &bundle, &spec, provided)?;
         }
         let rootfs = resolve(&bundle, spec.root().as_ref().expect("validated").path());
-        let rootfs = rootfs
-            .canonicalize()
-            .map_err(|e| EngineError::io("resolving rootfs", &rootfs, e))?;
+        // A provided root does not exist before `mount`; the provider made its path absolute.
+        let rootfs = match provided {
+            true => rootfs,
+            false => rootfs
+                .canonicalize()
+                .map_err(|e| EngineError::io("resolving rootfs", &rootfs, e))?,
+        };
 
         // Compile seccomp here, in the parent, before any fork: the child only installs it.
         let extra_seccomp = applied.as_ref().and_then(|a| a.extra_seccomp.clone());
@@ -248,10 +311,50 @@ impl Runtime {
 
         // Everything the caller gave is valid: only now may anything be created.
         self.ensure_root()?;
-        let (lc_bundle, private_bundle, cgroup_path) =
-            self.effective_bundle(id, &bundle, &rootfs, &mut spec, applied.is_some())?;
+        let (lc_bundle, private_bundle, cgroup_path) = self.effective_bundle(
+            id,
+            &bundle,
+            &rootfs,
+            &mut spec,
+            applied.is_some() || provided,
+        )?;
 
+        // The provided root filesystem last before the build: every check that input can fail
+        // has passed, so a refused config never costs a mount. From here on, every failure
+        // releases it too.
+        let mounted = match (&self.rootfs, provided) {
+            (Some(p), true) => match p.mount(id, &self.root, &spec) {
+                Ok(m) => Some(m),
+                Err(source) => {
+                    self.remove_leftovers(id, private_bundle.as_deref());
+                    return Err(EngineError::Rootfs {
+                        id: id.into(),
+                        action: "mount",
+                        source,
+                    });
+                }
+            },
+            _ => None,
+        };
         let result = self.build(id, opts, stdio, &lc_bundle, compiled.filters.clone());
+        // libcontainer's init has copied the mounts by now (or failed): let the provider
+        // return this thread to the host's view before anything else runs.
+        let finished = match mounted {
+            Some(m) => m.finish().map_err(|source| EngineError::Rootfs {
+                id: id.into(),
+                action: "finish",
+                source,
+            }),
+            None => Ok(()),
+        };
+        let result = match (result, finished) {
+            (Ok(c), Ok(())) => Ok(c),
+            (Ok(mut c), Err(e)) => {
+                let _ = c.delete(true);
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
+        };
         let container = match result {
             Ok(c) => c,
             Err(e) => {
@@ -417,6 +520,7 @@ impl Runtime {
     }
 
     fn remove_leftovers(&self, id: &str, private_bundle: Option<&Path>) {
+        self.release_rootfs(id);
         if let Some(p) = private_bundle {
             let _ = std::fs::remove_dir_all(p);
             // The parent too, once empty: a refused create leaves the root as it found it.
@@ -425,6 +529,15 @@ impl Runtime {
         let dir = self.container_dir(id);
         if dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// Undo the provided root filesystem of `id`, if any (a no-op for other containers).
+    fn release_rootfs(&self, id: &str) {
+        if let Some(p) = &self.rootfs {
+            if let Err(e) = p.release(id, &self.root) {
+                tracing::warn!("releasing the root filesystem of container {id}: {e}");
+            }
         }
     }
 
@@ -567,6 +680,15 @@ impl Runtime {
             let _ = std::fs::remove_dir_all(p);
             // Fails (and stays) while other containers have private bundles.
             let _ = std::fs::remove_dir(self.root.join(PRIVATE_BUNDLES));
+        }
+        // Last: the container's processes are gone, so its root filesystem is no longer used.
+        if let Some(p) = &self.rootfs {
+            p.release(id, &self.root)
+                .map_err(|source| EngineError::Rootfs {
+                    id: id.into(),
+                    action: "release",
+                    source,
+                })?;
         }
         Ok(())
     }

@@ -62,6 +62,14 @@ pub enum EngineError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    #[error("root filesystem of container {id:?} ({action})")]
+    Rootfs {
+        id: String,
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("seccomp profile of container {id:?} cannot be applied exactly")]
     Seccomp {
         id: String,

@@ -10,7 +10,10 @@ pub mod signal;
 pub mod state;
 pub mod validate;
 
-pub use container::{CreateOptions, PolicyOutcome, Runtime, SpecPolicy, Stdio};
+pub use container::{
+    CreateOptions, HookError, MountedRootfs, PolicyOutcome, RootfsProvider, Runtime, SpecPolicy,
+    Stdio,
+};
 pub use error::{EngineError, Result};
 pub mod cgroupfs;
 pub mod cgroups;

@@ -73,6 +73,18 @@ fn pointer_of(path: &str) -> String {
 
 /// Semantic checks on a parsed spec. `bundle` resolves a relative root.path.
 pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<()> {
+    validate_spec_with(config_path, bundle, spec, false)
+}
+
+/// [`validate_spec`]; with `root_provided`, the root filesystem is made by a
+/// [`crate::container::RootfsProvider`] after validation, so its path is not checked here
+/// (the provider made it absolute and makes it reachable by the container's root).
+pub fn validate_spec_with(
+    config_path: &Path,
+    bundle: &Path,
+    spec: &Spec,
+    root_provided: bool,
+) -> Result<()> {
     let err = |pointer: &str, message: String| EngineError::ConfigInvalid {
         path: config_path.to_path_buf(),
         pointer: pointer.to_string(),
@@ -96,7 +108,7 @@ pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<(
         )
     })?;
     let rootfs = resolve(bundle, root.path());
-    if !rootfs.is_dir() {
+    if !root_provided && !rootfs.is_dir() {
         return Err(err(
             "/root/path",
             format!("{} is not a directory", rootfs.display()),
@@ -210,7 +222,7 @@ pub fn validate_spec(config_path: &Path, bundle: &Path, spec: &Spec) -> Result<(
             "uid/gid mappings need a user namespace in /linux/namespaces".into(),
         ));
     }
-    if has_userns {
+    if has_userns && !root_provided {
         let host_root = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
             maps.iter()
                 .flatten()

@@ -404,6 +404,26 @@ impl Tenants {
         Ok(mounted)
     }
 
+    /// For the runtime, at a container's create: the record of an *active* tenant and the
+    /// path of its volume, mounted now if it was not (a volume is mounted at first use after a
+    /// host restart). A removed or half-made tenant is refused: its containers must not start.
+    pub fn ensure_mounted(&self, name: &str) -> Result<(TenantRecord, PathBuf)> {
+        let span = tracing::info_span!("tenant", name = %name);
+        let _g = span.enter();
+        let rec = self.load_active(name)?;
+        let v = self.volume(&rec);
+        let be = backend(rec.backend);
+        // Cheap check first: the lock serialises only the first use after a restart.
+        if !be.is_mounted(&v) {
+            let _lock = self.registry.lock()?;
+            let rec = self.load_active(name)?;
+            // a pool-backed volume is a directory inside its pool: the pool comes first
+            self.pool_ready(rec.backend)?;
+            be.ensure_mounted(&self.volume(&rec))?;
+        }
+        Ok((rec, v.mount_path()))
+    }
+
     /// After a host restart: mount every pool sgrun made (and check the registered ones),
     /// then every active tenant's volume. Pools come first because their tenants' volumes
     /// are directories inside them; a tenant whose pool failed fails with the pool's error.
