@@ -748,3 +748,28 @@ fn state_reports_the_mount_point() {
     c.sg().run(["delete", "-f", &c.id]).ok();
     e.assert_clean();
 }
+
+#[test]
+fn tenant_rm_is_refused_while_a_site_of_it_runs() {
+    let e = RootfsEnv::new("rfs-rm");
+    e.tenant("acme", "loop");
+    let c = e.container("c", e.bundle("acme", Some("blog")).args(&["sleep", "600"]));
+    c.run_detached();
+    // Neither a plain rm nor a purge may take the volume from under a running site (the
+    // overlay holds its own clone of the volume's mount: the unmount alone would succeed).
+    for args in [
+        &["tenant", "rm", "acme"][..],
+        &["tenant", "rm", "--purge", "acme"],
+    ] {
+        e.run(args)
+            .failed()
+            .stderr_has(&["tenant acme has running sites", "blog", &c.id]);
+    }
+    let show = e.run(&["tenant", "show", "--json", "acme"]).ok().json();
+    assert_eq!(show["state"], "active", "{show}");
+    assert_eq!(show["mounted"], true, "{show}");
+    // Once the container is gone, rm works (the guard purges the tenant afterwards).
+    drop(c);
+    e.run(&["tenant", "rm", "acme"]).ok();
+    e.run(&["tenant", "mount", "acme"]).ok();
+}

@@ -200,7 +200,7 @@ impl TenantRootfs {
     }
 
     fn claim_path(&self, tenant: &str, site: &str) -> PathBuf {
-        self.base().join("sites").join(tenant).join(site)
+        sgrun_tenants::site_claims_dir(&self.state, tenant).join(site)
     }
 
     /// At create, before anything exists: is this a tenant's container? If so, check what it

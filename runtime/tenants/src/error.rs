@@ -137,6 +137,9 @@ pub enum TenantError {
     #[error("a {kind} pool is already configured ({path}); `sgrun tenant pool rm {kind}` first")]
     PoolExists { kind: &'static str, path: PathBuf },
 
+    #[error("tenant {name} has running sites: {sites}; stop them first (`sgrun --root ROOT delete -f ID`)")]
+    SitesRunning { name: String, sites: String },
+
     #[error("the {kind} pool at {path} is not mounted; mount it first (it is not sgrun's to mount: add it to /etc/fstab), then `sgrun tenant mount --all`")]
     PoolNotMounted { kind: &'static str, path: PathBuf },
 

@@ -44,6 +44,12 @@ use registry::Registry;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/sgrun";
 
+/// Where the runtime claims a tenant's sites, one file per site holding the container's
+/// runtime root and id (docs/rootfs.md). `rm` reads it to refuse while a site runs.
+pub fn site_claims_dir(state_dir: &Path, tenant: &str) -> PathBuf {
+    state_dir.join("rootfs").join("sites").join(tenant)
+}
+
 /// What `show` and `ls` report: the record plus what is true on the host right now.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantInfo {
@@ -341,14 +347,48 @@ impl Tenants {
         Ok(self.info(rec))
     }
 
+    /// The sites of tenant `name` whose container exists, as "site (container ID under
+    /// ROOT)". Claims of containers that are gone (a crash) are not counted.
+    pub fn running_sites(&self, name: &str) -> Result<Vec<String>> {
+        let dir = site_claims_dir(&self.state_dir, name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(TenantError::io("list site claims", &dir)(e)),
+        };
+        let mut running = Vec::new();
+        for entry in entries.flatten() {
+            let site = entry.file_name().to_string_lossy().into_owned();
+            let Ok(text) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let mut lines = text.lines();
+            let (Some(root), Some(id)) = (lines.next(), lines.next()) else {
+                continue;
+            };
+            if Path::new(root).join(id).exists() {
+                running.push(format!("{site} (container {id} under {root})"));
+            }
+        }
+        running.sort();
+        Ok(running)
+    }
+
     /// Unmount and detach; with `purge`, delete the data, the record, and free the range.
     pub fn remove(&self, name: &str, purge: bool) -> Result<()> {
         let span = tracing::info_span!("tenant", name = %name);
         let _g = span.enter();
         validate::check_name(name)?;
         let lock = self.registry.lock()?;
-        // TODO(issue 5, sites): refuse while a site of this tenant runs. Until sites exist,
-        // a volume still in use is caught by the unmount failing with EBUSY.
+        // A running site keeps its overlay (with its own clone of the volume's mount) after
+        // an unmount, so EBUSY would not catch it: the site claims say who runs.
+        let running = self.running_sites(name)?;
+        if !running.is_empty() {
+            return Err(TenantError::SitesRunning {
+                name: name.to_string(),
+                sites: running.join(", "),
+            });
+        }
         let Some(mut rec) = self.registry.load(name)? else {
             // A range whose record is gone: a purge that crashed before its last step.
             let mut alloc = self.registry.allocations()?;
