@@ -21,9 +21,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .max_blocking_threads(2)
         .build()?;
+    // Set here, not in Shim::new: the crate installs its signal handlers before it calls new,
+    // and its own SIGCHLD loop would race ours (reaper.rs) for every child's status.
+    let config = containerd_shim::Config {
+        no_reaper: true,
+        no_setup_logger: true,
+        ..Default::default()
+    };
     rt.block_on(containerd_shim::asynchronous::run::<service::SgrunShim>(
         "io.containerd.sgrun.v1",
-        None,
+        Some(config),
     ));
     Ok(())
 }

@@ -64,8 +64,9 @@ impl Sgrun {
         c
     }
 
-    /// Runs one verb; returns its stdout when `capture`. A non-zero status is an error that
-    /// carries the last error sgrun logged (or its stderr).
+    /// Runs one verb. With `capture` (verbs that start no process) its stdout is returned and
+    /// its stderr kept for the error; otherwise it gets `io`, which the container inherits. A
+    /// non-zero status is an error that carries the last error sgrun logged (or its stderr).
     async fn run(
         &self,
         id: &str,
@@ -94,12 +95,13 @@ impl Sgrun {
         } else {
             (None, io.stdout)
         };
-        let (err_r, stderr) = match io.stderr {
-            Some(fd) => (None, Some(fd)),
-            None => {
-                let (r, w) = pipe()?;
-                (Some(r), Some(w))
-            }
+        // never a pipe of ours as stderr of create/exec: the container inherits sgrun's stdio,
+        // and a pipe it holds would never reach EOF while the container lives
+        let (err_r, stderr) = if capture {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, io.stderr)
         };
         cmd.stdin(stdio(stdin))
             .stdout(stdio(stdout))

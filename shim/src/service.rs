@@ -106,9 +106,7 @@ struct Proc {
     terminal: bool,
     exit: watch::Sender<Option<Exit>>,
     console: Option<Arc<PtyMaster>>,
-    /// Our write end of a stdin FIFO (no terminal): dropped on CloseIO.
-    stdin_holder: Option<OwnedFd>,
-    /// The stdin copy into a terminal: aborted on CloseIO and on exit.
+    /// The stdin copy (into the process's pipe or its terminal): aborted on CloseIO and exit.
     stdin_pump: Option<tokio::task::AbortHandle>,
     /// An exec's process.json until it starts.
     spec: Option<Vec<u8>>,
@@ -125,14 +123,12 @@ impl Proc {
             terminal,
             exit: watch::channel(None).0,
             console: None,
-            stdin_holder: None,
             stdin_pump: None,
             spec: None,
         }
     }
 
     fn close_stdin(&mut self) {
-        self.stdin_holder = None;
         if let Some(p) = self.stdin_pump.take() {
             p.abort();
         }
@@ -140,6 +136,8 @@ impl Proc {
 }
 
 struct Container {
+    /// True while the init's start runs: its TaskExit waits, so TaskStart comes first.
+    starting: watch::Sender<bool>,
     bundle: PathBuf,
     rt: Arc<Sgrun>,
     rootfs_mounted: bool,
@@ -218,6 +216,25 @@ fn read_annotations(bundle: &Path) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// `consoleSize` of an OCI process ({"height": H, "width": W}), if set.
+fn console_size(process: &serde_json::Value) -> Option<(u32, u32)> {
+    let cs = process.get("consoleSize")?;
+    let w = cs.get("width")?.as_u64()? as u32;
+    let h = cs.get("height")?.as_u64()? as u32;
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+/// Applies the process's consoleSize as soon as the master arrives: the client's ResizePty
+/// comes only after Start returns, and a process that asks for its size first (`stty size`)
+/// would see 0x0 (runc applies it itself; sgrun does not yet).
+fn apply_console_size(master: &PtyMaster, process: &serde_json::Value) {
+    if let Some((w, h)) = console_size(process) {
+        if let Err(e) = master.resize(w, h) {
+            tracing::debug!(error = %e, "initial console size");
+        }
+    }
+}
+
 fn unmount_rootfs(bundle: &Path) {
     let target = bundle.join("rootfs");
     match nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
@@ -239,6 +256,35 @@ async fn read_pid(path: &Path) -> Result<i32> {
             ),
         )
     })
+}
+
+/// Opens the start gate when dropped (the start returned, or failed).
+struct GateOpener(watch::Sender<bool>);
+
+impl Drop for GateOpener {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
+/// A process sgrun has just created or exec'd, with its I/O running.
+struct Started {
+    pid: i32,
+    console: Option<Arc<PtyMaster>>,
+    /// The terminal output copy, awaited before the exit is published.
+    output: Option<tokio::task::JoinHandle<()>>,
+    stdin_pump: Option<tokio::task::AbortHandle>,
+}
+
+impl Started {
+    fn direct(pid: i32, stdin: Option<stdio::StdinCopy>) -> Self {
+        Started {
+            pid,
+            console: None,
+            output: None,
+            stdin_pump: stdin.map(|c| tokio::spawn(c.run()).abort_handle()),
+        }
+    }
 }
 
 /// Starts the terminal copies for a process; returns the output pump (awaited before the exit
@@ -317,6 +363,11 @@ impl Service {
     }
 
     async fn exited(&self, id: &str, exec_id: &str, pid: i32, code: i32) {
+        if exec_id.is_empty() {
+            if let Ok(mut gate) = self.with(id, |c| Ok(c.starting.subscribe())) {
+                let _ = gate.wait_for(|starting| !*starting).await;
+            }
+        }
         let exit = Exit {
             code: code as u32,
             at: SystemTime::now(),
@@ -413,7 +464,7 @@ impl Service {
             .run_create(&req, &rt, &bundle)
             .instrument(span.clone())
             .await;
-        let (pid, console, stdin_holder, pumps) = match result {
+        let started = match result {
             Ok(v) => v,
             Err(e) => {
                 if mounted {
@@ -424,18 +475,16 @@ impl Service {
                 return Err(e);
             }
         };
+        let pid = started.pid;
         let mut init = Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         init.pid = pid;
-        init.console = console;
-        init.stdin_holder = stdin_holder;
-        let (out_pump, in_pump) = match pumps {
-            Some((o, i)) => (Some(o), i),
-            None => (None, None),
-        };
-        init.stdin_pump = in_pump;
+        init.console = started.console;
+        init.stdin_pump = started.stdin_pump;
+        let out_pump = started.output;
         self.lock().insert(
             id.clone(),
             Container {
+                starting: watch::channel(false).0,
                 bundle: bundle.clone(),
                 rt,
                 rootfs_mounted: mounted,
@@ -473,21 +522,12 @@ impl Service {
         })
     }
 
-    #[allow(clippy::type_complexity)]
     async fn run_create(
         &self,
         req: &CreateTaskRequest,
         rt: &Sgrun,
         bundle: &Path,
-    ) -> Result<(
-        i32,
-        Option<Arc<PtyMaster>>,
-        Option<OwnedFd>,
-        Option<(
-            tokio::task::JoinHandle<()>,
-            Option<tokio::task::AbortHandle>,
-        )>,
-    )> {
+    ) -> Result<Started> {
         let id = &req.id;
         let pid_file = bundle.join("init.pid");
         if !req.checkpoint.is_empty() {
@@ -508,13 +548,22 @@ impl Service {
                 path,
                 reason: e.to_string(),
             })?);
-            let pumps = start_pumps(master.clone(), sink, stdin);
-            Ok((pid, Some(master), None, Some(pumps)))
+            let config: serde_json::Value = std::fs::read(bundle.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            apply_console_size(&master, &config["process"]);
+            let (out, inp) = start_pumps(master.clone(), sink, stdin);
+            Ok(Started {
+                pid,
+                console: Some(master),
+                output: Some(out),
+                stdin_pump: inp,
+            })
         } else {
             let io = stdio::open_direct(id, &req.stdin, &req.stdout, &req.stderr)?;
             rt.create(id, bundle, &pid_file, None, io.child).await?;
-            let pid = read_pid(&pid_file).await?;
-            Ok((pid, None, io.stdin_holder, None))
+            Ok(Started::direct(read_pid(&pid_file).await?, io.stdin_copy))
         }
     }
 
@@ -564,20 +613,25 @@ impl Service {
                     path,
                     reason: e.to_string(),
                 })?);
+                apply_console_size(&master, &serde_json::from_slice(&spec).unwrap_or_default());
                 let (out, inp) = start_pumps(master.clone(), sink, stdin);
-                Ok::<_, ShimError>((pid, Some(master), None, Some(out), inp))
+                Ok::<_, ShimError>(Started {
+                    pid,
+                    console: Some(master),
+                    output: Some(out),
+                    stdin_pump: inp,
+                })
             } else {
                 let io = stdio::open_direct(id, &stdin, &stdout, &stderr)?;
                 rt.exec(id, &process, &pid_file, None, io.child).await?;
-                let pid = read_pid(&pid_file).await?;
-                Ok((pid, None, io.stdin_holder, None, None))
+                Ok(Started::direct(read_pid(&pid_file).await?, io.stdin_copy))
             }
         }
         .instrument(span.clone())
         .await;
         let _ = std::fs::remove_file(&process);
         let _ = std::fs::remove_file(&pid_file);
-        let (pid, console, holder, out, inp) = match result {
+        let started = match result {
             Ok(v) => v,
             Err(e) => {
                 // the exec never ran: it is stopped with status 255 (as runc's shim reports)
@@ -593,16 +647,15 @@ impl Service {
                 return Err(e);
             }
         };
+        let (pid, out) = (started.pid, started.output);
         self.with(id, |c| {
             let p = c.proc_mut(id, exec_id)?;
             p.pid = pid;
             p.state = State::Running;
-            p.console = console;
-            p.stdin_holder = holder;
-            p.stdin_pump = inp;
+            p.console = started.console;
+            p.stdin_pump = started.stdin_pump;
             Ok(())
         })?;
-        self.watch_exit(id, exec_id, pid, out, span.clone());
         span.in_scope(|| tracing::info!(exec_id, pid, "exec started"));
         self.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
@@ -614,6 +667,9 @@ impl Service {
             }),
         )
         .await;
+        // watched only now, so TaskExecStarted always precedes its TaskExit (the reaper keeps
+        // an early exit until then)
+        self.watch_exit(id, exec_id, pid, out, span.clone());
         Ok(StartResponse {
             pid: pid as u32,
             ..Default::default()
@@ -621,12 +677,15 @@ impl Service {
     }
 
     async fn start_init(&self, id: &str) -> Result<StartResponse> {
-        let (rt, pid, span) = self.with(id, |c| {
-            if c.init.state != State::Created {
+        let (rt, pid, span, gate) = self.with(id, |c| {
+            if c.init.state != State::Created || *c.starting.borrow() {
                 return Err(wrong_state(id, "", c.init.state, "start", "created"));
             }
-            Ok((c.rt.clone(), c.init.pid, c.span.clone()))
+            c.starting.send_replace(true);
+            Ok((c.rt.clone(), c.init.pid, c.span.clone(), c.starting.clone()))
         })?;
+        // whatever happens below, an exit held back by the gate is published after it
+        let _open = GateOpener(gate);
         rt.start(id).instrument(span.clone()).await?;
         self.with(id, |c| {
             // the init may already have exited (and been marked stopped) by now
@@ -755,6 +814,20 @@ async fn run_with_console(
 }
 
 type TResult<T> = ttrpc::Result<T>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_size_is_read_from_the_process() {
+        let p = serde_json::json!({"consoleSize": {"height": 33, "width": 77}});
+        assert_eq!(console_size(&p), Some((77, 33)));
+        assert_eq!(console_size(&serde_json::json!({})), None);
+        let zero = serde_json::json!({"consoleSize": {"height": 0, "width": 0}});
+        assert_eq!(console_size(&zero), None);
+    }
+}
 
 #[async_trait]
 impl Task for Service {
@@ -1095,10 +1168,9 @@ fn socket_alive(address: &str) -> bool {
 impl Shim for SgrunShim {
     type T = Service;
 
-    async fn new(_runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
-        // the shim reaps through its own loop (see reaper.rs) and logs through tracing
-        config.no_reaper = true;
-        config.no_setup_logger = true;
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        // no_reaper and no_setup_logger are set in main: the shim reaps through its own loop
+        // (reaper.rs) and logs through tracing (log.rs)
         if args.action.is_empty() {
             log::init(log::open_fifo(), args.debug);
         } else {

@@ -1,12 +1,16 @@
 //! A process's stdio as containerd hands it over: FIFO paths (ctr, the CRI plugin),
 //! `file:///path` log files (`ctr run --log-uri`), or nothing (/dev/null).
 //!
-//! Without a terminal the FIFOs are given to the process itself, with no copy loop in the
-//! shim: nothing to buffer, no task per stream, and output is in the FIFO before the process
-//! exits. stdout/stderr are opened read-write so a process never gets EPIPE while no client is
-//! attached (it blocks once the FIFO is full, as under containerd-shim-runc-v2). For stdin the
-//! shim keeps a write end open until CloseIO: otherwise the process would read EOF before the
-//! client has opened its own write end.
+//! Without a terminal, stdout and stderr FIFOs are given to the process itself, with no copy
+//! loop in the shim: nothing to buffer, no task per stream, and output is in the FIFO before
+//! the process exits. They are opened read-write so a process never gets EPIPE while no
+//! client is attached (it blocks once the FIFO is full, as under containerd-shim-runc-v2).
+//!
+//! stdin is the one stream that is copied: the process reads a pipe that the shim feeds from
+//! the FIFO. The process must see EOF exactly when the client closes its end (`echo x | ctr
+//! run ... cat`), which it cannot if it held the FIFO itself: a FIFO nobody has opened for
+//! writing yet reads as EOF at once. The shim's read end waits for the client (epoll reports
+//! nothing until a writer has come), copies, and closes the pipe on EOF or on CloseIO.
 //!
 //! With a terminal, sgrun sends the pty master over `--console-socket`; the shim copies
 //! between it and the FIFOs and applies ResizePty to it.
@@ -87,15 +91,6 @@ fn check_fifo(path: &Path) -> Result<()> {
     }
 }
 
-fn set_blocking(fd: &OwnedFd, path: &Path) -> Result<()> {
-    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)
-        .map_err(|e| ShimError::io(path, "fcntl F_GETFL", e.into()))?;
-    let flags = OFlag::from_bits_truncate(flags) & !OFlag::O_NONBLOCK;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags))
-        .map_err(|e| ShimError::io(path, "fcntl F_SETFL", e.into()))?;
-    Ok(())
-}
-
 fn open_log_file(path: &Path) -> Result<OwnedFd> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ShimError::io(dir, "creating log dir", e))?;
@@ -109,17 +104,31 @@ fn open_log_file(path: &Path) -> Result<OwnedFd> {
         .map_err(|e| ShimError::io(path, "opening log file", e))
 }
 
-/// stdio for a process without a terminal, plus the stdin write end the shim holds.
+/// stdio for a process without a terminal, and the stdin copy to start once it runs.
 pub struct DirectIo {
     pub child: ChildIo,
-    /// Dropped on CloseIO(stdin): the process then reads EOF once the client closes too.
-    pub stdin_holder: Option<OwnedFd>,
+    pub stdin_copy: Option<StdinCopy>,
+}
+
+/// The client's stdin FIFO and the pipe the process reads.
+pub struct StdinCopy {
+    fifo: tokio::net::unix::pipe::Receiver,
+    pipe: tokio::net::unix::pipe::Sender,
+}
+
+impl StdinCopy {
+    /// Copies until the client closes its end; dropping the pipe then gives the process EOF.
+    pub async fn run(mut self) {
+        if let Err(e) = tokio::io::copy(&mut self.fifo, &mut self.pipe).await {
+            tracing::debug!(error = %e, "stdin copy");
+        }
+    }
 }
 
 pub fn open_direct(id: &str, stdin: &str, stdout: &str, stderr: &str) -> Result<DirectIo> {
     let mut io = DirectIo {
         child: ChildIo::default(),
-        stdin_holder: None,
+        stdin_copy: None,
     };
     match parse_target(id, stdin)? {
         Target::Null => {}
@@ -132,21 +141,20 @@ pub fn open_direct(id: &str, stdin: &str, stdout: &str, stderr: &str) -> Result<
         }
         Target::Fifo(p) => {
             check_fifo(&p)?;
-            // read end first (O_NONBLOCK: no writer yet), then our write end, which now
-            // opens at once; the process gets a blocking read end
-            let r = open(
+            // O_NONBLOCK: the open does not wait for the client's write end
+            let fifo = open(
                 &p,
                 OFlag::O_RDONLY | OFlag::O_NONBLOCK,
                 "opening stdin fifo",
             )?;
-            let w = open(
-                &p,
-                OFlag::O_WRONLY | OFlag::O_NONBLOCK,
-                "opening stdin fifo",
-            )?;
-            set_blocking(&r, &p)?;
+            let fifo = tokio::net::unix::pipe::Receiver::from_owned_fd(fifo)
+                .map_err(|e| ShimError::io(&p, "stdin fifo", e))?;
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|e| ShimError::io(&p, "stdin pipe", e.into()))?;
+            let pipe = tokio::net::unix::pipe::Sender::from_owned_fd(w)
+                .map_err(|e| ShimError::io(&p, "stdin pipe", e))?;
             io.child.stdin = Some(r);
-            io.stdin_holder = Some(w);
+            io.stdin_copy = Some(StdinCopy { fifo, pipe });
         }
     }
     for (uri, slot) in [
@@ -480,7 +488,8 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn direct_io_holds_stdin_open_until_close() {
+    async fn stdin_is_copied_until_the_client_closes() {
+        use tokio::io::AsyncReadExt;
         let dir = tempfile::tempdir().unwrap();
         let fifo = |n: &str| {
             let p = dir.path().join(n);
@@ -490,25 +499,26 @@ mod tests {
         let (i, o) = (fifo("in"), fifo("out"));
         let io = open_direct("c", i.to_str().unwrap(), o.to_str().unwrap(), "").unwrap();
         assert!(io.child.stderr.is_none());
-        let stdin = File::from(io.child.stdin.unwrap());
-        // a read would block (a writer exists), not return EOF: check with poll
-        let mut pfd = [nix::poll::PollFd::new(
-            stdin.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        assert_eq!(
-            nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO).unwrap(),
-            0
+        let copy = tokio::spawn(io.stdin_copy.unwrap().run());
+        let mut proc_stdin =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(io.child.stdin.unwrap()).unwrap();
+        // no client yet: no EOF for the process, the copy waits
+        let mut buf = [0u8; 16];
+        let early = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            proc_stdin.read(&mut buf),
+        )
+        .await;
+        assert!(
+            early.is_err(),
+            "the process must not see EOF before the client came"
         );
-        drop(io.stdin_holder);
-        // no writer left: HUP (EOF)
-        let mut pfd = [nix::poll::PollFd::new(
-            stdin.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        assert_eq!(
-            nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO).unwrap(),
-            1
-        );
+        // the client writes and closes: the process reads the data, then EOF
+        let i2 = i.clone();
+        tokio::task::spawn_blocking(move || std::fs::write(&i2, b"hello").unwrap());
+        let mut got = Vec::new();
+        proc_stdin.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello");
+        copy.await.unwrap();
     }
 }
