@@ -6,6 +6,7 @@
 
 mod error;
 mod log;
+mod oom;
 mod options;
 mod reaper;
 mod runtime;

@@ -25,7 +25,7 @@ use containerd_shim::api::{
 use containerd_shim::asynchronous::{publisher::RemotePublisher, ExitSignal, Shim};
 use containerd_shim::protos::api::CheckpointTaskRequest;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::{
@@ -45,7 +45,7 @@ use crate::error::{Result, ShimError};
 use crate::options::ShimOptions;
 use crate::runtime::{ChildIo, Sgrun};
 use crate::stdio::{self, ConsoleSocket, PtyMaster, Sink};
-use crate::{log, reaper, stats};
+use crate::{log, oom, reaper, stats};
 
 /// The decoded options, kept in the bundle so `delete` (after a dead shim) finds sgrun.
 const OPTIONS_FILE: &str = "sgrun-shim.json";
@@ -362,6 +362,41 @@ impl Service {
         );
     }
 
+    /// Publishes TaskOOM for each OOM in the container's memory cgroup (v1), until the
+    /// cgroup is removed.
+    fn watch_oom(&self, id: &str, pid: i32, span: tracing::Span) {
+        let Some(dir) = oom::memory_cgroup(pid) else {
+            return;
+        };
+        let watch = match oom::OomWatch::new(dir.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                span.in_scope(
+                    || tracing::warn!(cgroup = %dir.display(), error = %e, "no OOM events"),
+                );
+                return;
+            }
+        };
+        let svc = self.clone();
+        let id = id.to_string();
+        tokio::spawn(
+            async move {
+                while watch.next().await {
+                    tracing::warn!("out of memory");
+                    svc.publish(
+                        topics::TASK_OOM_EVENT_TOPIC,
+                        Box::new(TaskOOM {
+                            container_id: id.clone(),
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     async fn exited(&self, id: &str, exec_id: &str, pid: i32, code: i32) {
         if exec_id.is_empty() {
             if let Ok(mut gate) = self.with(id, |c| Ok(c.starting.subscribe())) {
@@ -496,6 +531,9 @@ impl Service {
         );
         // watched from creation: an init that dies before start is reported too
         self.watch_exit(&id, "", pid, out_pump, span.clone());
+        if !self.0.unified {
+            self.watch_oom(&id, pid, span.clone());
+        }
         span.in_scope(|| tracing::info!(pid, "created"));
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
@@ -814,20 +852,6 @@ async fn run_with_console(
 }
 
 type TResult<T> = ttrpc::Result<T>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn console_size_is_read_from_the_process() {
-        let p = serde_json::json!({"consoleSize": {"height": 33, "width": 77}});
-        assert_eq!(console_size(&p), Some((77, 33)));
-        assert_eq!(console_size(&serde_json::json!({})), None);
-        let zero = serde_json::json!({"consoleSize": {"height": 0, "width": 0}});
-        assert_eq!(console_size(&zero), None);
-    }
-}
 
 #[async_trait]
 impl Task for Service {
@@ -1268,5 +1292,19 @@ impl Shim for SgrunShim {
             tracing::error!(error = %e, "installing the SIGCHLD handler");
         }
         Service::new(&self.namespace, publisher, self.exit.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_size_is_read_from_the_process() {
+        let p = serde_json::json!({"consoleSize": {"height": 33, "width": 77}});
+        assert_eq!(console_size(&p), Some((77, 33)));
+        assert_eq!(console_size(&serde_json::json!({})), None);
+        let zero = serde_json::json!({"consoleSize": {"height": 0, "width": 0}});
+        assert_eq!(console_size(&zero), None);
     }
 }

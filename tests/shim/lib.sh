@@ -1,10 +1,11 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # TAP state (SUITE, LAST_CMD) and variables used inside eval strings
 # The shim suites (sourced by run.sh after tests/clients/lib.sh and image.sh): a private
 # containerd 1.6 with the CRI plugin on, the runtime io.containerd.sgrun.v1 (the shim on its
 # PATH), ctr driving the Task API, and the CRI client for a pod.
 
 PAUSE_NAME=docker.io/sgshim/pause:latest
-CTRD_PID= D= CTR=(false) NS=
+CTRD_PID='' D='' CTR=(false) NS=''
 CRI_NS=k8s.io
 
 # build_pause_image DIR: the CRI sandbox image: the busybox layer of build_image with a command
@@ -102,8 +103,8 @@ shim_setup() {
     SUITE=setup
     D=$T/containerd NS=$RUN_TAG-ctr
     mkdir -p "$D/cni/net.d" "$D/cni/bin" "$T/bin"
-    cp "$HERE/cni-noop.sh" "$D/cni/bin/sgshim-noop"
-    cp "$HERE/cni-noop.sh" "$D/cni/bin/loopback"
+    cp "$REPO/tests/shim/cni-noop.sh" "$D/cni/bin/sgshim-noop"
+    cp "$REPO/tests/shim/cni-noop.sh" "$D/cni/bin/loopback"
     printf '{"cniVersion":"0.4.0","name":"sgshim","plugins":[{"type":"sgshim-noop"}]}\n' >"$D/cni/net.d/10-sgshim.conflist"
     ln -s "$SHIM" "$T/bin/containerd-shim-sgrun-v1"
     WRAP_CTR=$(make_wrapper ctr) WRAP_CRI=$(make_wrapper cri)
@@ -254,6 +255,16 @@ suite_ctr() {
     fi
     q "${CTR[@]}" container rm c-k
 
+    # --- OOM: a 16 MiB limit and a 64 MiB buffer; the shim publishes /tasks/oom --------------
+    timeout 60 ctr -a "$D/c.sock" events >"$T/events.txt" 2>&1 </dev/null 9>&- &
+    local ev=$!
+    sleep 0.3
+    cap "${CTR[@]}" run --rm "${R[@]}" --memory-limit 16777216 "$IMAGE_NAME" c-oom \
+        dd if=/dev/zero of=/dev/null bs=64M count=1
+    check "an OOM-killed task exits 137 and the shim publishes TaskOOM (/tasks/oom in ctr events)" \
+        eval '[ "$RC" = 137 ] && wait_for 5 grep -q "/tasks/oom .*c-oom" "$T/events.txt"'
+    kill "$ev" 2>/dev/null; wait "$ev" 2>/dev/null
+
     # --- options: decoded, and never loosening --------------------------------------------------
     printf 'BinaryName = "%s"\nDefaultProfile = "none"\n' "$WRAP_CTR" >"$D/shim-loose.toml"
     cap "${CTR[@]}" run --rm --runtime "$RUNTIME" --runtime-config-path "$D/shim-loose.toml" "$IMAGE_NAME" c-loose true
@@ -275,7 +286,7 @@ ccap() { LAST_CMD="cri $*"; OUT=$(cri "$@" 2>&1); RC=$?; }
 suite_cri() {
     SUITE=cri
     mark_logs
-    local CG=/$RUN_TAG-cri logs=$T/cri-logs pod ctr st
+    local CG=/$RUN_TAG-cri logs=$T/cri-logs pod ctr
     mkdir -p "$T/cri-stubs" "$logs"
     cap "$PY" -m grpc_tools.protoc -I "$HERE/cri" --python_out="$T/cri-stubs" --grpc_python_out="$T/cri-stubs" "$HERE/cri/api.proto"
     check "CRI client stubs generated from tests/shim/cri/api.proto" rc_is 0 || return
