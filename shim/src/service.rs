@@ -1276,6 +1276,15 @@ impl Shim for SgrunShim {
             }
         }
         unmount_rootfs(&bundle);
+        // a killed shim could not remove its socket; nobody listens on it any more
+        if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+            let path = address.trim().trim_start_matches("unix://");
+            if !path.is_empty() && !socket_alive(path) {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::debug!(path, error = %e, "removing a dead shim's socket");
+                }
+            }
+        }
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,
             exited_at: MessageField::some(timestamp(SystemTime::now())),
