@@ -58,7 +58,7 @@ SG=(--runtime "$RUNTIME" --runtime-config-path "$D/shim-ctr.toml")
 RC_RUNC=(--runc-binary "$RUNC" --runc-root "$D/runc-root")
 RC_SGRUN=(--runc-binary "$SGRUN" --runc-root "$D/runc-root-sg")
 
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print a[(NR + 1) / 2]; else printf "%g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 kb() { awk -v k="$2" '$1 == k":" { s += $2 } END { print s + 0 }' "/proc/$1/smaps_rollup"; }
 uss() { awk '/^Private_(Clean|Dirty):/ { s += $2 } END { print s + 0 }' "/proc/$1/smaps_rollup"; }
 runc_shim_pids() { pgrep -f -- "containerd-shim-runc-v2 .*-address $D/c.sock( |$)"; }
