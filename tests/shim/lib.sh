@@ -107,6 +107,7 @@ shim_setup() {
     cp "$REPO/tests/shim/cni-noop.sh" "$D/cni/bin/loopback"
     printf '{"cniVersion":"0.4.0","name":"sgshim","plugins":[{"type":"sgshim-noop"}]}\n' >"$D/cni/net.d/10-sgshim.conflist"
     ln -s "$SHIM" "$T/bin/containerd-shim-sgrun-v1"
+    ln -s "$SGRUN" "$T/bin/sgrun"
     WRAP_CTR=$(make_wrapper ctr) WRAP_CRI=$(make_wrapper cri)
     shim_options "$D/shim-ctr.toml" "$WRAP_CTR"
     shim_options "$D/shim-cri.toml" "$WRAP_CRI"
@@ -147,6 +148,15 @@ suite_ctr() {
     check "ctr run --rm --runtime $RUNTIME IMAGE echo hi prints hi" ok_and_out_is hi
     check "the shim drove sgrun (create/start/delete of c-hi in its call log)" \
         eval 'grep -q " create .*c-hi" "$T/logs/ctr/calls.log" && grep -q " start c-hi" "$T/logs/ctr/calls.log" && grep -q " delete --force c-hi" "$T/logs/ctr/calls.log"'
+
+    # no runtime options at all: sgrun is found beside the shim or on containerd's PATH, and
+    # its state goes to /run/containerd/sgrun/<namespace>
+    cap "${CTR[@]}" run --rm --runtime "$RUNTIME" --fifo-dir "$D/fifo" "$IMAGE_NAME" c-noopt \
+        sh -c 'echo no-options'
+    check "ctr run without runtime options: default sgrun and state root /run/containerd/sgrun/$NS" \
+        eval '[ "$RC" = 0 ] && [ "$OUT" = no-options ] && [ -d "/run/containerd/sgrun/$NS" ]'
+    rm -rf "/run/containerd/sgrun/$NS"
+    rmdir /run/containerd/sgrun 2>/dev/null
 
     cap "${CTR[@]}" run --rm "${R[@]}" "$IMAGE_NAME" c-exit sh -c 'exit 7'
     check "ctr run: the exit status 7 of the process is ctr's" rc_is 7
@@ -411,6 +421,8 @@ shim_teardown() {
             [ -d "$id" ] && q "$SGRUN" --root "$ns" delete --force "${id##*/}"
         done
     done
+    rm -rf "/run/containerd/sgrun/$NS"
+    rmdir /run/containerd/sgrun 2>/dev/null
     unmount_under "$T"
     rm_cgroup "/$RUN_TAG-ctr"
     rm_cgroup "/$RUN_TAG-cri"
