@@ -30,14 +30,17 @@ use containerd_shim::protos::events::task::{
 };
 use containerd_shim::protos::protobuf::{
     well_known_types::{any::Any, timestamp::Timestamp},
-    EnumOrUnknown, Message, MessageDyn, MessageField,
+    EnumOrUnknown, Message, MessageField,
 };
+use containerd_shim::protos::shim::event::Envelope;
+use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::shim::oci::ProcessDetails;
+use containerd_shim::protos::shim_async::Events;
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim::protos::types::task::ProcessInfo;
-use containerd_shim::{Config, Context, Flags, StartOpts};
+use containerd_shim::{Config, Flags, StartOpts};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -327,13 +330,41 @@ impl Service {
         f(c)
     }
 
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        if let Err(e) = self
-            .0
-            .publisher
-            .publish(Context::default(), topic, &self.0.namespace, event)
-            .await
-        {
+    /// Publishes a task event. The envelope is built here rather than by the crate's
+    /// `publish`, which names the event through its protobuf descriptor: building the
+    /// descriptors of the events package costs a few hundred kB of heap in every shim, for a
+    /// name that is known statically (all task events are in package containerd.events).
+    async fn publish<M: Message>(&self, topic: &str, event: M) {
+        let value = match event.write_to_bytes() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "encoding event");
+                return;
+            }
+        };
+        let envelope = Envelope {
+            timestamp: MessageField::some(timestamp(SystemTime::now())),
+            namespace: self.0.namespace.clone(),
+            topic: topic.into(),
+            event: MessageField::some(Any {
+                type_url: format!("containerd.events.{}", M::NAME),
+                value,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let req = ForwardRequest {
+            envelope: MessageField::some(envelope),
+            ..Default::default()
+        };
+        // forward() queues the envelope on the crate's publisher, which retries and
+        // reconnects to containerd as publish() would
+        let ctx = TtrpcContext {
+            mh: ttrpc::MessageHeader::default(),
+            metadata: HashMap::new(),
+            timeout_nano: 0,
+        };
+        if let Err(e) = self.0.publisher.forward(&ctx, req).await {
             tracing::warn!(topic, error = %e, "publishing event");
         }
     }
@@ -385,10 +416,10 @@ impl Service {
                     tracing::warn!("out of memory");
                     svc.publish(
                         topics::TASK_OOM_EVENT_TOPIC,
-                        Box::new(TaskOOM {
+                        TaskOOM {
                             container_id: id.clone(),
                             ..Default::default()
-                        }),
+                        },
                     )
                     .await;
                 }
@@ -420,7 +451,7 @@ impl Service {
         tracing::info!(exec_id, pid, status = code, "exited");
         self.publish(
             topics::TASK_EXIT_EVENT_TOPIC,
-            Box::new(TaskExit {
+            TaskExit {
                 container_id: id.into(),
                 id: if exec_id.is_empty() {
                     id.into()
@@ -431,7 +462,7 @@ impl Service {
                 exit_status: exit.code,
                 exited_at: MessageField::some(timestamp(exit.at)),
                 ..Default::default()
-            }),
+            },
         )
         .await;
     }
@@ -537,7 +568,7 @@ impl Service {
         span.in_scope(|| tracing::info!(pid, "created"));
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
-            Box::new(TaskCreate {
+            TaskCreate {
                 container_id: id.clone(),
                 bundle: req.bundle.clone(),
                 rootfs: req.rootfs.clone(),
@@ -551,7 +582,7 @@ impl Service {
                 checkpoint: req.checkpoint.clone(),
                 pid: pid as u32,
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(CreateTaskResponse {
@@ -697,12 +728,12 @@ impl Service {
         span.in_scope(|| tracing::info!(exec_id, pid, "exec started"));
         self.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
-            Box::new(TaskExecStarted {
+            TaskExecStarted {
                 container_id: id.into(),
                 exec_id: exec_id.into(),
                 pid: pid as u32,
                 ..Default::default()
-            }),
+            },
         )
         .await;
         // watched only now, so TaskExecStarted always precedes its TaskExit (the reaper keeps
@@ -735,11 +766,11 @@ impl Service {
         span.in_scope(|| tracing::info!(pid, "started"));
         self.publish(
             topics::TASK_START_EVENT_TOPIC,
-            Box::new(TaskStart {
+            TaskStart {
                 container_id: id.into(),
                 pid: pid as u32,
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(StartResponse {
@@ -778,14 +809,14 @@ impl Service {
         span.in_scope(|| tracing::info!(status = exit.code, "deleted"));
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
-            Box::new(TaskDelete {
+            TaskDelete {
                 container_id: id.into(),
                 id: id.into(),
                 pid: c.init.pid as u32,
                 exit_status: exit.code,
                 exited_at: MessageField::some(timestamp(exit.at)),
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(DeleteResponse {
@@ -953,10 +984,10 @@ impl Task for Service {
         })?;
         self.publish(
             topics::TASK_PAUSED_EVENT_TOPIC,
-            Box::new(TaskPaused {
+            TaskPaused {
                 container_id: req.id.clone(),
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(Empty::default())
@@ -976,10 +1007,10 @@ impl Task for Service {
         })?;
         self.publish(
             topics::TASK_RESUMED_EVENT_TOPIC,
-            Box::new(TaskResumed {
+            TaskResumed {
                 container_id: req.id.clone(),
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(Empty::default())
@@ -1050,11 +1081,11 @@ impl Task for Service {
         })?;
         self.publish(
             topics::TASK_EXEC_ADDED_EVENT_TOPIC,
-            Box::new(TaskExecAdded {
+            TaskExecAdded {
                 container_id: req.id.clone(),
                 exec_id: req.exec_id.clone(),
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(Empty::default())
@@ -1307,6 +1338,26 @@ impl Shim for SgrunShim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_type_urls_are_the_descriptor_names() {
+        use containerd_shim::protos::protobuf::MessageFull;
+        fn check<M: MessageFull>() {
+            assert_eq!(
+                format!("containerd.events.{}", M::NAME),
+                M::descriptor().full_name()
+            );
+        }
+        check::<TaskCreate>();
+        check::<TaskStart>();
+        check::<TaskExit>();
+        check::<TaskDelete>();
+        check::<TaskExecAdded>();
+        check::<TaskExecStarted>();
+        check::<TaskPaused>();
+        check::<TaskResumed>();
+        check::<TaskOOM>();
+    }
 
     #[test]
     fn console_size_is_read_from_the_process() {
