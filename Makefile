@@ -9,9 +9,11 @@ PREFIX ?= /usr/local
 TARGET := x86_64-unknown-linux-gnu
 SGRUN_RELEASE := target/$(TARGET)/release/sgrun
 SGRUN_DEBUG := target/debug/sgrun
+SHIM_RELEASE := target/$(TARGET)/release/containerd-shim-sgrun-v1
 CARGO ?= cargo
 
 .PHONY: all build build-debug deps test test-unit test-integration test-cgv2 test-clients test-wordpress deps-test \
+        shim test-shim \
         bench demo install uninstall lint fmt clean escape test-escape
 
 all: build
@@ -25,13 +27,17 @@ deps-test:
 build:
 	RUSTFLAGS="$${RUSTFLAGS:+$$RUSTFLAGS }-C target-feature=+crt-static" $(CARGO) build --release -p sgrun --target $(TARGET)
 
+# containerd-shim-sgrun-v1 (docs/shim.md), static like sgrun: one binary to drop on containerd's PATH
+shim:
+	RUSTFLAGS="$${RUSTFLAGS:+$$RUSTFLAGS }-C target-feature=+crt-static" $(CARGO) build --release -p containerd-shim-sgrun-v1 --target $(TARGET)
+
 build-debug:
 	$(CARGO) build -p sgrun
 
 # The whole suite, as CI runs it: unit tests, integration tests with real containers, the
 # cgroup-v2 path in a throwaway VM, containerd/Podman/Docker driving sgrun, the WordPress
 # site under its profile, and the escape suite with its weakened configs.
-test: deps-test lint test-unit test-integration test-cgv2 test-clients test-wordpress test-escape
+test: deps-test lint test-unit test-integration test-cgv2 test-clients test-shim test-wordpress test-escape
 	@echo "make test: every suite passed"
 
 lint:
@@ -50,6 +56,10 @@ test-cgv2:
 test-clients: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/clients/run.sh all
 
+# containerd 1.6 driving the shim: ctr (Task API) and a CRI pod with RuntimeClass handler sgrun
+test-shim: build shim
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) SHIM=$(CURDIR)/$(SHIM_RELEASE) tests/shim/run.sh
+
 # The image is built once into /var/tmp/sgrun-wordpress-image (IMAGE_DIR) and rebuilt only when
 # its recipe changes (about a minute from deb.debian.org).
 test-wordpress: build
@@ -57,7 +67,7 @@ test-wordpress: build
 
 # Figures against runc and crun in the same run; written to docs/benchmarks.md by hand with
 # the date (the harness prints the Markdown table).
-bench: build
+bench: build shim
 	scripts/install-deps.sh --for bench
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/run.sh --out target/bench-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/profiles.sh | tee target/bench-profiles-latest.md
@@ -65,6 +75,7 @@ bench: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/tenants.sh --out target/bench-tenants-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/images.sh | tee target/bench-images-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/rootfs.sh | tee target/bench-rootfs-latest.md
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) SHIM=$(CURDIR)/$(SHIM_RELEASE) tests/bench/shim.sh | tee target/bench-shim-latest.md
 
 # The escape suite (tests/escape/README.md): `make escape RUNTIME=/usr/sbin/runc CONFIG=tenant`.
 # Without RUNTIME it tests the release sgrun, built first.
@@ -80,11 +91,12 @@ demo: build
 	scripts/install-deps.sh --for test
 	scripts/demo.sh $(CURDIR)/$(SGRUN_RELEASE)
 
-install: build
+install: build shim
 	install -D -m 0755 $(SGRUN_RELEASE) $(DESTDIR)$(PREFIX)/bin/sgrun
+	install -D -m 0755 $(SHIM_RELEASE) $(DESTDIR)$(PREFIX)/bin/containerd-shim-sgrun-v1
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/sgrun
+	rm -f $(DESTDIR)$(PREFIX)/bin/sgrun $(DESTDIR)$(PREFIX)/bin/containerd-shim-sgrun-v1
 
 fmt:
 	$(CARGO) fmt --all

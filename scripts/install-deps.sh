@@ -14,6 +14,8 @@ build=(gcc libc6-dev pkg-config make jq file libelf-dev zlib1g-dev)
 runtime=(busybox-static runc crun iproute2 procps util-linux tmux e2fsprogs btrfs-progs xfsprogs)
 # The real clients that drive sgrun end to end.
 clients=(containerd podman docker.io)
+# The shim's CRI test client (tests/shim/cri): gRPC stubs generated from the CRI proto.
+shim=(python3-grpcio python3-grpc-tools bsdutils)
 # The cgroup-v2 VM: QEMU TCG boots Debian's cloud kernel (fetched with apt-get download).
 # e2fsprogs/xfsprogs: mkfs.ext4 and mkfs.xfs are copied into the guest for the project-quota tests.
 vm=(qemu-system-x86 cpio lz4 e2fsprogs xfsprogs)
@@ -25,9 +27,9 @@ wordpress=(mmdebstrap curl python3 linux-libc-dev)
 pkgs=("${build[@]}")
 case $what in
     build) ;;
-    test) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${wordpress[@]}") ;;
-    bench) pkgs+=("${runtime[@]}" "${bench[@]}" "${wordpress[@]}") ;;
-    all) pkgs+=("${runtime[@]}" "${clients[@]}" "${vm[@]}" "${bench[@]}" "${wordpress[@]}") ;;
+    test) pkgs+=("${runtime[@]}" "${clients[@]}" "${shim[@]}" "${vm[@]}" "${wordpress[@]}") ;;
+    bench) pkgs+=("${runtime[@]}" "${clients[@]}" "${bench[@]}" "${wordpress[@]}") ;;
+    all) pkgs+=("${runtime[@]}" "${clients[@]}" "${shim[@]}" "${vm[@]}" "${bench[@]}" "${wordpress[@]}") ;;
     *) echo "install-deps.sh: unknown --for $what (build, test, bench, all)" >&2; exit 1 ;;
 esac
 
