@@ -60,7 +60,8 @@ test-clients: build
 test-shim: build shim
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) SHIM=$(CURDIR)/$(SHIM_RELEASE) tests/shim/run.sh
 
-# The image is built once into /var/tmp/sgrun-wordpress-image (IMAGE_DIR) and rebuilt only when
+# The image is built once into sgrun's store under /var/tmp/sgrun-wp-state (SGRUN_STATE_DIR) by
+# `sgrun image build` and rebuilt only when
 # its recipe changes (about a minute from deb.debian.org).
 test-wordpress: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/wordpress/ci.sh

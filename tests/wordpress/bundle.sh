@@ -18,6 +18,12 @@
 #   ANNOTATIONS    "key=value" pairs, one per line or comma-separated, e.g.
 #                  ANNOTATIONS=io.sgrun.profile=wordpress
 #   EXTRA_JQ       a jq filter applied last (after JQ_FILTER)
+#   TENANT         a tenant (`sgrun tenant create`): the container runs on the image IMAGE_NAME
+#                  from sgrun's store, idmapped into the tenant's range under an overlay on its
+#                  volume (docs/rootfs.md), with DATA_DIR (the site's directory on the volume,
+#                  <volume>/sites/<SITE_ID>) at /srv/site. sgrun maps the tenant's range itself:
+#                  set USERNS_BASE to the tenant's first id for the directory owners only.
+#   IMAGE_NAME     the image in sgrun's store (with TENANT)     default: wordpress
 #   CAPS           capabilities, comma-separated           default: CAP_SETUID,CAP_SETGID,CAP_KILL
 #   USERNS_BASE    host uid/gid that container id 0 maps to; with it the container gets a
 #                  user namespace mapping 0..65535 to USERNS_BASE..USERNS_BASE+65535, and the
@@ -96,7 +102,8 @@ jq \
     --arg hostname "$hostname" --arg cgroup "/sgrun/$site_id" \
     --argjson mysql_uid "$mysql_uid" --argjson mysql_gid "$mysql_gid" --argjson www "$www_id" \
     --argjson memory "$memory" --argjson pids "$pids" \
-    --arg caps "$caps" --arg base "$base" --argjson annotations "$annotations" '
+    --arg caps "$caps" --arg base "$base" --argjson annotations "$annotations" \
+    --arg tenant "${TENANT:-}" --arg image "${IMAGE_NAME:-wordpress}" --arg site "$site_id" '
     def tmpfs($dst; $opts): {destination: $dst, type: "tmpfs", source: "tmpfs",
         options: (["nosuid", "nodev"] + $opts)};
     ($caps | split(",") | map(select(. != ""))) as $caplist
@@ -136,7 +143,12 @@ jq \
     | .linux.resources = ((.linux.resources // {})
         + (if $memory > 0 then {memory: {limit: $memory}} else {} end)
         + (if $pids > 0 then {pids: {limit: $pids}} else {} end))
-    | if $base != "" then
+    | if $tenant != "" then
+        # sgrun makes the root (image + overlay), /srv/site and the user namespace itself
+        .mounts |= map(select(.destination != "/srv/site"))
+        | .annotations = ((.annotations // {}) + {"io.sgrun.tenant": $tenant,
+            "io.sgrun.image": $image, "io.sgrun.site": $site})
+      elif $base != "" then
         .linux.namespaces += [{type: "user"}]
         | .linux.uidMappings = [{containerID: 0, hostID: ($base | tonumber), size: 65536}]
         | .linux.gidMappings = [{containerID: 0, hostID: ($base | tonumber), size: 65536}]

@@ -3,7 +3,8 @@
 #
 #   1. the whole flow of run.sh under io.sgrun.profile=wordpress with every denial logged;
 #      each denied call must be one of expected-denials.txt (a design decision with a reason)
-#   2. the same with a user namespace (the image shifted to 200000..265535)
+#   2. the same as a tenant: the image from sgrun's store (`sgrun image build`), idmapped into
+#      the tenant's range under an overlay on its loop volume, the data on that volume
 #   3. the check's weakened twin: a local profile that also denies madvise, which the stack
 #      uses all the time; the check must name madvise, or it could never catch a call the
 #      wordpress class forgot
@@ -85,7 +86,7 @@ site() {
 
 echo "# wordpress ci: sgrun $SGRUN"
 site plain
-site userns USERNS_BASE=200000
+site tenant TENANT=wp-ci-$$
 
 # The weakened twin: a wordpress class that also denies madvise.
 mkdir -p "$work/profiles"

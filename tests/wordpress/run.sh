@@ -1,7 +1,7 @@
 #!/bin/bash
 # End-to-end: the real WordPress stack in an sgrun container, driven through its whole flow.
 #
-#   1. build the image (only when the recipe changed)        tests/wordpress/build-image.sh
+#   1. build the image (only when the recipe changed)        sgrun image build images/wordpress
 #   2. a new site: data and socket directories, bundle        tests/wordpress/bundle.sh
 #   3. cold start with `sgrun run -d`, time to first HTTP 200, the flow  tests/wordpress/flow.sh
 #   4. clean stop (`sgrun kill ID TERM`): init exit status 0, MariaDB "Shutdown complete"
@@ -17,8 +17,12 @@
 #   WORK_DIR     site directories        default: a new directory under /var/tmp
 #   KEEP_WORK=1  keep WORK_DIR (data, bundle, logs) at the end
 #   ANNOTATIONS, EXTRA_JQ, CAPS, USERNS_BASE, MEMORY_LIMIT, PIDS_LIMIT: passed to bundle.sh.
-#     With USERNS_BASE the rootfs is a copy of the image shifted to the mapped ids, made
-#     once by shift-rootfs.py next to the image.
+#     With USERNS_BASE (and no TENANT) the rootfs is a copy of the image built by
+#     build-image.sh into IMAGE_DIR, shifted to the mapped ids once by shift-rootfs.py.
+#   TENANT=NAME  run the site as tenant NAME (created on a loop volume if missing, purged at
+#     the end if this script created it) on the image built into sgrun's store with
+#     `sgrun image build` (SGRUN_STATE_DIR, default /var/tmp/sgrun-wp-state): the idmapped
+#     overlay of docs/rootfs.md instead of a bundle rootfs
 #   START_TIMEOUT (60), STOP_TIMEOUT (30): seconds
 set -euo pipefail
 
@@ -42,7 +46,7 @@ export SGRUN
 start_timeout=${START_TIMEOUT:-60}
 stop_timeout=${STOP_TIMEOUT:-30}
 image_dir=${IMAGE_DIR:-/var/tmp/sgrun-wordpress-image}
-own_root=0
+own_root=0 own_tenant=0
 if [[ -z ${SGRUN_ROOT:-} ]]; then SGRUN_ROOT=$(mktemp -d /tmp/sgrun-wp-root.XXXXXX); own_root=1; fi
 work=${WORK_DIR:-$(mktemp -d /var/tmp/sgrun-wp.XXXXXX)}
 mkdir -p "$work"
@@ -96,6 +100,10 @@ cleanup() {
         rm -rf --one-file-system "$work"
     fi
     [[ $own_root == 1 ]] && rm -rf --one-file-system "$SGRUN_ROOT"
+    if [[ $own_tenant == 1 ]] && ! sg tenant rm --purge "$TENANT" >/dev/null; then
+        echo "not ok - cleanup: sgrun tenant rm --purge $TENANT failed"
+        rc=1
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -139,19 +147,44 @@ check_clean_stop() {
 
 # --- 1. image -------------------------------------------------------------------------------------
 t=$(now_ms)
-"$here/build-image.sh" "$image_dir" || die "the image build failed (above)"
-rootfs=$image_dir/rootfs
-echo "ok - image $rootfs ($(($(now_ms) - t)) ms, $(du -sm "$rootfs" | cut -f1) MiB)"
-if [[ -n ${USERNS_BASE:-} ]]; then
+data=$work/data
+if [[ -n ${USERNS_BASE:-} && -z ${TENANT:-} ]]; then
+    # a user namespace without a tenant: a copy of the image shifted to the mapped ids
+    "$here/build-image.sh" "$image_dir" || die "the image build failed (above)"
+    rootfs=$image_dir/rootfs
+    echo "ok - image $rootfs ($(($(now_ms) - t)) ms, $(du -sm "$rootfs" | cut -f1) MiB)"
     shifted=$image_dir/rootfs-userns-$USERNS_BASE
     python3 "$here/shift-rootfs.py" "$rootfs" "$shifted" "$USERNS_BASE" ||
         die "could not make the id-shifted rootfs $shifted"
     rootfs=$shifted
     echo "ok - rootfs shifted by $USERNS_BASE: $rootfs"
+else
+    # the image in sgrun's store, built once per recipe change (`sgrun image build` says
+    # "up to date" otherwise); without a tenant the container runs on the store's read-only
+    # tree itself
+    export SGRUN_STATE_DIR=${SGRUN_STATE_DIR:-/var/tmp/sgrun-wp-state}
+    sg image build --quiet "$repo/images/wordpress" || die "sgrun image build failed (above)"
+    rootfs=$(sg image inspect wordpress | jq -r .rootfs)
+    echo "ok - image wordpress in sgrun's store ($(($(now_ms) - t)) ms)"
+fi
+if [[ -n ${TENANT:-} ]]; then
+    if ! sg tenant show "$TENANT" >/dev/null 2>&1; then
+        sg tenant create "$TENANT" --storage 2G --inodes 200000 --backend loop >/dev/null ||
+            die "sgrun tenant create $TENANT failed (above)"
+        own_tenant=1
+    fi
+    tenant_json=$(sg tenant show --json "$TENANT") || die "sgrun tenant show $TENANT failed"
+    export USERNS_BASE TENANT
+    USERNS_BASE=$(jq -r .uid_base <<<"$tenant_json")
+    data=$(jq -r .mount_path <<<"$tenant_json")/sites/$id
+    # the volume's root is the tenant's (0700); sites/ is made here as the tenant's root, as
+    # sgrun would make it (a fresh volume: nothing in it can be a planted link yet)
+    install -d -o "$USERNS_BASE" -g "$USERNS_BASE" -m 0755 "$(dirname "$data")"
+    echo "ok - tenant $TENANT (ids $USERNS_BASE..$((USERNS_BASE + 65535))), site data $data"
 fi
 
 # --- 2. site --------------------------------------------------------------------------------------
-"$here/bundle.sh" "$rootfs" "$work/data" "$work/sock" "$work/bundle" || die "bundle.sh failed (above)"
+"$here/bundle.sh" "$rootfs" "$data" "$work/sock" "$work/bundle" || die "bundle.sh failed (above)"
 echo "ok - bundle $work/bundle (id $id)"
 
 # --- 3. cold start + flow ------------------------------------------------------------------------
