@@ -1,5 +1,7 @@
 //! Verbs that act on a running container's cgroups: pause/resume, update, events --stats, ps.
 
+use std::fs;
+
 use serde_json::json;
 use sgrun_tests::{RunOpts, TestEnv};
 
@@ -165,4 +167,46 @@ fn ps_table_and_json() {
         "{out}"
     );
     assert!(rows[0].contains("sleep 1000"), "{out}");
+}
+
+/// The container has its own cgroup in the v1 `name=systemd` hierarchy (as with runc): in a
+/// cgroup namespace it sees itself at `/` there, not the host's tree; the thread that created
+/// it is back in its own cgroup; delete removes the directory.
+#[test]
+fn container_has_its_own_name_systemd_cgroup() {
+    let env = TestEnv::new("namedcg");
+    let c = env.container(
+        "n",
+        env.bundle()
+            .with_namespace("cgroup")
+            .args(&["sleep", "1000"]),
+    );
+    c.run_detached();
+    let dir = c.cgroup_file("systemd", "");
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|p| p == c.pid().to_string()),
+        "init {} not in {}: {procs}",
+        c.pid(),
+        dir.display()
+    );
+    let inside = c
+        .exec(&[], &["cat", "/proc/self/cgroup"])
+        .ok()
+        .stdout
+        .clone();
+    let line = inside
+        .lines()
+        .find(|l| l.contains(":name=systemd:"))
+        .unwrap_or_else(|| panic!("no name=systemd line inside: {inside}"));
+    assert!(line.ends_with(":name=systemd:/"), "{line}");
+    // (The escape suite's host-cgroup-tree vector is the security check of this.)
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    assert!(
+        !own.lines()
+            .any(|l| l.contains(":name=systemd:") && l.ends_with(&c.cgroup)),
+        "the test process itself must not be in the container's cgroup: {own}"
+    );
+    env.sg.run(["delete", "-f", &c.id]).ok();
+    assert!(!dir.exists(), "{} left after delete", dir.display());
 }

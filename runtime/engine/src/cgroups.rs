@@ -193,16 +193,16 @@ pub fn join_cgroups_of(id: &str, like: i32, pid: nix::unistd::Pid) -> Result<()>
 }
 
 #[derive(Debug, PartialEq)]
-struct CgroupMount {
-    point: std::path::PathBuf,
+pub(crate) struct CgroupMount {
+    pub(crate) point: std::path::PathBuf,
     /// Controllers (and `name=` of named hierarchies) of a v1 mount; None for cgroup2.
-    controllers: Option<Vec<String>>,
+    pub(crate) controllers: Option<Vec<String>>,
 }
 
 impl CgroupMount {
     /// Does this mount serve the hierarchy named in /proc/PID/cgroup (`memory`, `cpu,cpuacct`,
     /// `name=systemd`, or empty for cgroup2)?
-    fn serves(&self, hierarchy: &str) -> bool {
+    pub(crate) fn serves(&self, hierarchy: &str) -> bool {
         match &self.controllers {
             None => hierarchy.is_empty(),
             Some(ctrls) => {
@@ -213,7 +213,7 @@ impl CgroupMount {
 }
 
 /// The cgroup mounts of mountinfo that show a hierarchy from its root.
-fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+pub(crate) fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {

@@ -336,7 +336,27 @@ impl Runtime {
             },
             _ => None,
         };
+        // The init must be forked inside the container's name=systemd cgroup (namedcg.rs):
+        // this thread enters it for the build only.
+        let placed = match crate::namedcg::enter(&cgroup_path) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(m) = mounted {
+                    // back to the host's mount namespace before anything else
+                    let _ = m.finish();
+                }
+                self.remove_leftovers(id, private_bundle.as_deref());
+                return Err(e);
+            }
+        };
         let result = self.build(id, opts, stdio, &lc_bundle, compiled.filters.clone());
+        let result = match (result, placed.map(|p| p.leave()).transpose()) {
+            (Ok(mut c), Err(e)) => {
+                let _ = c.delete(true);
+                Err(e)
+            }
+            (r, _) => r,
+        };
         // libcontainer's init has copied the mounts by now (or failed): let the provider
         // return this thread to the host's view before anything else runs.
         let finished = match mounted {
@@ -358,6 +378,7 @@ impl Runtime {
         let container = match result {
             Ok(c) => c,
             Err(e) => {
+                crate::namedcg::remove(&cgroup_path);
                 self.remove_leftovers(id, private_bundle.as_deref());
                 return Err(e);
             }
@@ -669,13 +690,17 @@ impl Runtime {
             // A frozen cgroup delivers SIGKILL only once thawed.
             let _ = c.resume();
         }
-        let private = self.record(id).ok().and_then(|r| r.private_bundle);
+        let record = self.record(id).ok();
+        let private = record.as_ref().and_then(|r| r.private_bundle.clone());
         c.delete(force)
             .map_err(|source| EngineError::Libcontainer {
                 id: id.into(),
                 action: "delete",
                 source: Box::new(source),
             })?;
+        if let Some(r) = &record {
+            crate::namedcg::remove(&r.cgroup_path);
+        }
         if let Some(p) = private {
             let _ = std::fs::remove_dir_all(p);
             // Fails (and stays) while other containers have private bundles.

@@ -20,6 +20,7 @@ pub mod cgroups;
 pub mod exec;
 pub mod features;
 pub mod loopback;
+pub mod namedcg;
 pub mod nschild;
 pub mod run;
 pub mod selfprotect;
