@@ -158,13 +158,18 @@ What each vector tries is in [escape-catalogue.md](escape-catalogue.md).
   plus a 256 MiB memory and 128 pids limit. For **sgrun** "no seccomp section" still means its
   built-in default profile \`oci-default\` (Docker's default, tightened); runc and crun run with
   no seccomp filter at all. That difference is deliberate and is what this column compares.
-* **tenant**: what a hosting tenant gets: user and cgroup namespaces (probe 0→200000, peer 0→300000,
-  65536 ids each, rootfs copies chowned to them), the same limits, a read-only root with a
-  tmpfs /tmp; for sgrun the annotation \`io.sgrun.profile=wordpress\`, for runc and crun (which
-  have no profiles) Docker's default seccomp profile as \`linux.seccomp\`. The peer (the victim)
-  runs under Docker's default filter with all three (sgrun: \`oci-default\`), because the
-  wordpress class denies \`shmget\` and the peer must be able to create the SysV segment the
-  probe attacks.
+* **tenant**: what a hosting tenant gets: user and cgroup namespaces, the same limits, a
+  read-only root with a tmpfs /tmp. **runc and crun**: probe 0→200000, peer 0→300000, 65536
+  ids each, the bundle's rootfs copies chowned to them (a bind of a host directory as root),
+  and (they have no profiles) Docker's default seccomp profile as \`linux.seccomp\`.
+  **sgrun**: real tenants (\`sgrun tenant create\`, loop volumes of 64 MiB and 4096 inodes,
+  each tenant's own id range mapped by sgrun) running images from its store (the same busybox
+  trees, imported with \`sgrun image import\`; the peer's holds the canary) on the tenant's
+  idmapped overlay, with the site's data from the tenant's volume at /srv/site (annotations
+  \`io.sgrun.tenant\`, \`io.sgrun.image\`, \`io.sgrun.site\`), and the annotation
+  \`io.sgrun.profile=wordpress\`. The peer (the victim) runs under Docker's default filter
+  with all three (sgrun: \`oci-default\`), because the wordpress class denies \`shmget\` and
+  the peer must be able to create the SysV segment the probe attacks.
 
 $(table)
 

@@ -8,7 +8,8 @@
 #   --runtime PATH   the OCI runtime binary under test (sgrun, runc, crun, ...)
 #   --config NAME    default (what `runc spec` gives, plus memory/pids limits) or tenant (user
 #                    namespace, limits, read-only root, and sgrun's wordpress profile or Docker's
-#                    seccomp profile for runc/crun); default: default
+#                    seccomp profile for runc/crun; for sgrun real tenants and images in a state
+#                    dir of the run's own, --state-dir $W/sgstate); default: default
 #   --weaken KIND    make the probe's container weaker on purpose, to prove the suite can fail:
 #                    all-caps, no-seccomp, shared-namespaces, host-fd
 #   --keep           keep the work dir under /var/tmp (containers and cgroups are still removed)
@@ -133,6 +134,18 @@ outer_cleanup() {
         if grep -qF " $W/" /proc/self/mountinfo; then
             left+=" mounts under $W"
         fi
+        # nor a loop device backed by a file below it (sgrun's tenant volumes; they are
+        # AUTOCLEAR and go with their unmount): detach ours, by device, and report them
+        local bf dev
+        for bf in /sys/block/loop*/loop/backing_file; do
+            [ -r "$bf" ] || continue
+            case $(cat "$bf" 2>/dev/null) in
+                "$W"/*)
+                    dev=/dev/$(basename "$(dirname "$(dirname "$bf")")")
+                    left+=" loop device $dev"
+                    losetup -d "$dev" 2>/dev/null || true ;;
+            esac
+        done
         if [ "$KEEP" = 1 ]; then
             say "work dir kept: $W"
         elif [ -d "$W" ]; then
@@ -251,8 +264,17 @@ declare -a LIVE=()      # container ids to delete on exit
 PROBE_JOB=              # pid of the background probe pipeline while it runs
 SYSV_KEY=               # the peer's SysV shm key (checked for on the host at the end)
 ST=                     # --root state dir
+# sgrun's tenant config (TENANTS=1): real tenants and images in a state dir of our own
+TENANTS=0
+SGSTATE=                # sgrun --state-dir: $W/sgstate (tenants, image store, overlay mount points)
+declare -a RTFLAGS=()   # global flags for every runtime call: --state-dir for sgrun's tenant config
+declare -a MY_TENANTS=() MY_IMAGES=()   # to remove on exit (tenant rm --purge, image rm)
+# Tenant ranges are searched first-fit from here, not from sgrun's default 2^30, which the
+# other sgrun state dirs on a test host hand out first: our tenants' ids stay our own.
+TENANT_UID_BASE=$(( 0x50000000 ))
 
-rt() { "$RUNTIME" --root "$ST" "$@"; }
+rt() { "$RUNTIME" --root "$ST" "${RTFLAGS[@]}" "$@"; }
+sg() { "$RUNTIME" --state-dir "$SGSTATE" "$@"; }
 
 inner_cleanup() {
     local rc=$? id
@@ -304,6 +326,26 @@ inner_cleanup() {
         echo "escape: ERROR: containers left in $ST: $(echo "$ids" | tr '\n' ' ')" >&2
         [ "$rc" = 0 ] && rc=3
     fi
+    # sgrun's tenant config: the tenants (unmount, detach the loop device, delete the volume,
+    # free the range), then the images (their in-use markers went with the containers)
+    local t
+    for t in "${MY_TENANTS[@]}"; do
+        if ! sg tenant rm --purge "$t" >/dev/null 2>"$W/tenant-rm.err"; then
+            # a tenant whose create failed has no record left: nothing to remove
+            if sg tenant show "$t" >/dev/null 2>&1; then
+                echo "escape: ERROR: could not purge tenant $t: $(head -c 300 "$W/tenant-rm.err")" >&2
+                [ "$rc" = 0 ] && rc=3
+            fi
+        fi
+    done
+    for t in "${MY_IMAGES[@]}"; do
+        if ! sg image rm "$t" >/dev/null 2>"$W/image-rm.err"; then
+            if sg image inspect "$t" >/dev/null 2>&1; then
+                echo "escape: ERROR: could not remove image $t: $(head -c 300 "$W/image-rm.err")" >&2
+                [ "$rc" = 0 ] && rc=3
+            fi
+        fi
+    done
     exit "$rc"
 }
 
@@ -384,6 +426,7 @@ make_config() {
     [ "$WEAKEN" = shared-namespaces ] && weaken=$WEAKEN
     template | jq \
         --arg role "$role" --arg config "$CONFIG" --arg weaken "$weaken" --argjson sgrun "$IS_SGRUN" \
+        --argjson tenants "$TENANTS" --arg tenant "esc-$role-$$" \
         --argjson hostid "$hostid" --argjson args "$argv" --argjson envs "$envs" \
         --arg cg "/$CG_PARENT/$ID_PREFIX-$role" --argjson allcaps "$(all_caps)" \
         --slurpfile docker "$REPO/runtime/seccomp/tests/fixtures/docker-default.json" '
@@ -410,6 +453,14 @@ make_config() {
             | if $sgrun == 1 then
                 .annotations = {"io.sgrun.profile": (if $role == "probe" then "wordpress" else "oci-default" end)}
               else .linux.seccomp = $docker[0] end
+            # sgrun: a real tenant container. Its root is the image (the overlay of the tenant
+            # on its own volume; root.path is ignored), /srv/site its site data; sgrun maps
+            # the range of the tenant itself and refuses any other mapping, so none is given.
+            | if $tenants == 1 then
+                .annotations += {"io.sgrun.tenant": $tenant, "io.sgrun.image": $tenant,
+                                 "io.sgrun.site": $role}
+                | del(.linux.uidMappings, .linux.gidMappings)
+              else . end
           else . end
         | if $weaken == "all-caps" then
             .process.capabilities = {"bounding": $allcaps, "effective": $allcaps,
@@ -419,9 +470,9 @@ make_config() {
             # default filter as linux.seccomp instead, the nearest a config can say to its
             # profiles (oci-default is that filter tightened, wordpress is tighter still), so
             # that mainly the capabilities change
-            | if $sgrun == 1 then del(.annotations) | .linux.seccomp = $docker[0] else . end
+            | if $sgrun == 1 then del(.annotations["io.sgrun.profile"]) | .linux.seccomp = $docker[0] else . end
           elif $weaken == "no-seccomp" then
-            del(.linux.seccomp) | del(.annotations)
+            del(.linux.seccomp) | del(.annotations["io.sgrun.profile"])
           elif $weaken == "shared-namespaces" then
             .linux.namespaces |= map(select(.type != "pid" and .type != "ipc" and .type != "network"))
             # In a user namespace the kernel mounts no proc, sysfs or mqueue for pid, network or
@@ -464,9 +515,69 @@ start_peer() {
         die "no live pid for the peer in '$RT_NAME state $id' (got '$PEER_PID')"
 }
 
+# docker_archive ROLE: $W/ROLE-image.tar, a `docker save` archive of $W/ROLE/rootfs in one
+# uncompressed layer (the layout tests/integration/images.rs `docker_archive` builds):
+# manifest.json, <sha256 of the config>.json with the layer's diff_id, l0/layer.tar.
+docker_archive() {
+    local role=$1 d=$W/image-$1 diff cfg
+    mkdir -p "$d/l0"
+    tar --numeric-owner -C "$W/$role/rootfs" -cf "$d/l0/layer.tar" .
+    diff=$(sha256sum "$d/l0/layer.tar" | cut -d' ' -f1)
+    jq -nc --arg d "sha256:$diff" '{"architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [$d]}}' > "$d/config.json"
+    cfg=$(sha256sum "$d/config.json" | cut -d' ' -f1).json
+    mv "$d/config.json" "$d/$cfg"
+    jq -nc --arg c "$cfg" --arg t "esc-$role-$$:1" \
+        '[{"Config": $c, "RepoTags": [$t], "Layers": ["l0/layer.tar"]}]' > "$d/manifest.json"
+    tar -C "$d" -cf "$W/$role-image.tar" "$cfg" l0/layer.tar manifest.json
+    rm -rf "$d"
+}
+
+# setup_tenants: sgrun's tenant config. Per role a tenant esc-ROLE-$$ (loop volume: a filesystem
+# of its own, so that its /srv/site shows no host path; 64M, 4096 inodes) and an image
+# esc-ROLE-$$ (the peer's holds /canary). Sets PEER_ROOT, where the peer's canaries lie on the
+# host (its image's rootfs in the store, its tenant's volume), and OWN_VOLUME, the device of the
+# probe tenant's volume, which the probe's mountinfo-host-paths and disk-limit recognise as its
+# own (by device number: a mount of that filesystem names nothing of the host).
+setup_tenants() {
+    local role name out mp line
+    for role in probe peer; do
+        name=esc-$role-$$
+        docker_archive "$role"
+        MY_IMAGES+=("$name")
+        out=$(sg image import "$W/$role-image.tar" --name "$name" --quiet 2>&1) ||
+            die "sgrun image import of the $role's image failed: $out"
+        rm -f "$W/$role-image.tar"
+        MY_TENANTS+=("$name")
+        out=$(sg tenant create "$name" --backend loop --storage 64M --inodes 4096 \
+            --uid-base "$TENANT_UID_BASE" 2>&1) || die "sgrun tenant create $name failed: $out"
+    done
+    # The peer's files on the host: its image in the store (/canary, root's, 0600) and its own
+    # volume, where a second canary lies, owned by the peer tenant's mapped root, 0600
+    local img vol base
+    img=$(sg image inspect "esc-peer-$$" | jq -r .rootfs)
+    [ -f "$img/canary" ] || die "the peer's image has no /canary at $img"
+    out=$(sg tenant show "esc-peer-$$" --json) || die "sgrun tenant show esc-peer-$$ failed: $out"
+    vol=$(jq -r .mount_path <<< "$out")
+    base=$(jq -r .uid_base <<< "$out")
+    { [[ $base =~ ^[0-9]+$ ]] && [ -d "$vol" ]; } || die "sgrun tenant show esc-peer-$$: no uid_base or mount_path in $out"
+    printf 'peer-canary' > "$vol/canary"
+    chown "$base:$base" "$vol/canary"
+    chmod 0600 "$vol/canary"
+    PEER_ROOT=$img:$vol
+    # the probe tenant's volume: a whole filesystem (root field /) mounted at its mount path
+    mp=$(sg tenant show "esc-probe-$$" --json | jq -r .mount_path)
+    line=$(awk -v p="$mp" '$5 == p && $4 == "/" { print $3 }' /proc/self/mountinfo)
+    [[ $line =~ ^[0-9]+:[0-9]+$ ]] ||
+        die "the probe tenant's volume $mp is not a filesystem of its own in /proc/self/mountinfo (got '$line')"
+    OWN_VOLUME=$line
+}
+
 inner() {
     W=${ESCAPE_WORK:?inner part without ESCAPE_WORK}
     PROBE=${ESCAPE_PROBE_BIN:?inner part without ESCAPE_PROBE_BIN}
+    PEER_ROOT=$W/peer/rootfs OWN_VOLUME=
     MASKED=${ESCAPE_MASKED:-0}
     ST=$W/state
     ID_PREFIX=esc-$$
@@ -477,6 +588,11 @@ inner() {
 
     local probe_id=$ID_PREFIX-probe probe_uid=0 peer_uid=0
     if [ "$CONFIG" = tenant ]; then probe_uid=200000; peer_uid=300000; fi
+    if [ "$IS_SGRUN" = 1 ] && [ "$CONFIG" = tenant ]; then
+        TENANTS=1
+        SGSTATE=$W/sgstate
+        RTFLAGS=(--state-dir "$SGSTATE")
+    fi
 
     # rootfs: one busybox build, a private copy per container (the tenant copies are chowned to
     # their own mapped range, so neither tenant owns the other's files)
@@ -489,7 +605,11 @@ inner() {
     done
     printf 'peer-canary' > "$W/peer/rootfs/canary"
     chmod 0600 "$W/peer/rootfs/canary"
-    if [ "$CONFIG" = tenant ]; then
+    if [ "$TENANTS" = 1 ]; then
+        # sgrun: the copies become images in the store (host root's files, shared read-only,
+        # idmapped per tenant) and each container runs on its tenant's overlay of its image
+        setup_tenants
+    elif [ "$CONFIG" = tenant ]; then
         chown -R "$probe_uid:$probe_uid" "$W/probe/rootfs"
         chown -R "$peer_uid:$peer_uid" "$W/peer/rootfs"
     fi
@@ -512,9 +632,10 @@ inner() {
 
     local probe_env
     probe_env=$(jq -nc --argjson pe "$peer_env" --arg c "$CONFIG" --arg pid "$PEER_PID" \
-        --arg root "$W/peer/rootfs" --arg sec "$W/host-secret" --arg rt "$RUNTIME" \
+        --arg root "$PEER_ROOT" --arg sec "$W/host-secret" --arg rt "$RUNTIME" --arg vol "$OWN_VOLUME" \
         '$pe + ["ESCAPE_CONFIG=\($c)", "ESCAPE_PEER_PID=\($pid)", "ESCAPE_PEER_ROOT=\($root)",
-                "ESCAPE_HOST_SECRET=\($sec)", "ESCAPE_RUNTIME=\($rt)"]')
+                "ESCAPE_HOST_SECRET=\($sec)", "ESCAPE_RUNTIME=\($rt)"]
+         + (if $vol == "" then [] else ["ESCAPE_OWN_VOLUME=\($vol)"] end)')
     make_config probe "$probe_uid" '["/escape-probe"]' "$probe_env" > "$W/probe/config.json"
 
     local sgflags=() fdargs=()
@@ -531,10 +652,10 @@ inner() {
         set +e
         if [ "$WEAKEN" = host-fd ]; then
             # fd 3: the work dir's parent (/var/tmp), a host directory the container must never get
-            timeout -k 5 "${ESCAPE_TIMEOUT:-300}" "$RUNTIME" --root "$ST" "${sgflags[@]}" run "${fdargs[@]}" \
+            timeout -k 5 "${ESCAPE_TIMEOUT:-300}" "$RUNTIME" --root "$ST" "${RTFLAGS[@]}" "${sgflags[@]}" run "${fdargs[@]}" \
                 --bundle "$W/probe" "$probe_id" < /dev/null 3< "$(dirname "$W")" 9>&- | tee "$W/probe.tap"
         else
-            timeout -k 5 "${ESCAPE_TIMEOUT:-300}" "$RUNTIME" --root "$ST" "${sgflags[@]}" run \
+            timeout -k 5 "${ESCAPE_TIMEOUT:-300}" "$RUNTIME" --root "$ST" "${RTFLAGS[@]}" "${sgflags[@]}" run \
                 --bundle "$W/probe" "$probe_id" < /dev/null 9>&- | tee "$W/probe.tap"
         fi
         echo "${PIPESTATUS[0]}" > "$W/probe.rc"

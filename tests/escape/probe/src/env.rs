@@ -13,6 +13,10 @@ pub struct Hints {
     pub peer_posix_shm: Option<String>,
     pub host_secret: Option<String>,
     pub runtime: Option<String>,
+    /// `MAJ:MIN` of the tenant's own storage volume: a whole filesystem that the host made
+    /// and mounted for this tenant alone (sgrun's loop volume). Optional: without it every
+    /// mount counts as a host filesystem, the strict reading.
+    pub own_volume: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -31,7 +35,17 @@ impl Hints {
             peer_posix_shm: var("ESCAPE_PEER_POSIX_SHM"),
             host_secret: var("ESCAPE_HOST_SECRET"),
             runtime: var("ESCAPE_RUNTIME"),
+            own_volume: var("ESCAPE_OWN_VOLUME"),
         }
+    }
+}
+
+impl Hints {
+    /// Whether mount `m` is of the tenant's own volume (ESCAPE_OWN_VOLUME names its device).
+    /// A path inside that filesystem names the tenant's own data, nothing of the host, and
+    /// the filesystem's size is the tenant's storage limit.
+    pub fn on_own_volume(&self, m: &crate::sys::Mount) -> bool {
+        self.own_volume.as_deref() == Some(m.dev.as_str())
     }
 }
 

@@ -209,6 +209,8 @@ pub fn in_child(timeout: Duration, f: impl FnOnce() -> i32) -> Child {
 
 /// One line of /proc/self/mountinfo.
 pub struct Mount {
+    /// `MAJ:MIN` of the source filesystem (st_dev of its files).
+    pub dev: String,
     /// The mounted directory inside the source filesystem (a host path for bind mounts).
     pub root: String,
     pub mount_point: String,
@@ -254,6 +256,7 @@ pub fn mountinfo() -> Vec<Mount> {
                 return None;
             }
             Some(Mount {
+                dev: l[2].to_string(),
                 root: unescape(l[3]),
                 mount_point: unescape(l[4]),
                 options: l[5].to_string(),

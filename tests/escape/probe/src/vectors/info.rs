@@ -10,8 +10,11 @@ use crate::tap::Outcome;
 /// A mount's "root" field names the directory of the source filesystem that was mounted.
 /// For bind mounts of host directories that is a host path (the bundle, the rootfs), which
 /// tells a tenant where on the host it lives. Paths of depth two or more that do not exist
-/// inside the container are counted as host paths.
-pub fn mountinfo_host_paths(_: &Hints) -> Outcome {
+/// inside the container are counted as host paths, except in the tenant's own volume
+/// (ESCAPE_OWN_VOLUME, matched by device number): that filesystem holds only the tenant's
+/// data, so a path inside it (`/sites/<site>`) is relative to the tenant's own storage and
+/// says nothing about the host's layout.
+pub fn mountinfo_host_paths(h: &Hints) -> Outcome {
     let mut leaks = Vec::new();
     let mut other = Vec::new();
     for m in mountinfo() {
@@ -20,7 +23,9 @@ pub fn mountinfo_host_paths(_: &Hints) -> Outcome {
         }
         let depth = m.root.trim_matches('/').split('/').count();
         let line = format!("{} on {} ({})", m.root, m.mount_point, m.fstype);
-        if depth >= 2 && sys::stat(&m.root).is_none() {
+        if h.on_own_volume(&m) {
+            other.push(format!("{line}, inside the tenant's own volume {}", m.dev));
+        } else if depth >= 2 && sys::stat(&m.root).is_none() {
             leaks.push(line);
         } else {
             other.push(line);

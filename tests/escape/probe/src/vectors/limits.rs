@@ -106,8 +106,9 @@ const NOT_DISK: &[&str] = &[
 
 /// A writable disk filesystem without a per-tenant quota lets one tenant fill the host's
 /// disk. The probe cannot see quotas from inside, so any writable disk mount is reported,
-/// with its size, until per-tenant storage exists.
-pub fn disk_limit(_: &Hints) -> Outcome {
+/// with its size, unless it is the tenant's own volume (ESCAPE_OWN_VOLUME, by device
+/// number): a filesystem of its own whose size is the tenant's storage limit.
+pub fn disk_limit(h: &Hints) -> Outcome {
     let mut writable = Vec::new();
     let mut details = Vec::new();
     for m in mountinfo() {
@@ -122,6 +123,11 @@ pub fn disk_limit(_: &Hints) -> Outcome {
         );
         if m.read_only() || NOT_DISK.contains(&m.fstype.as_str()) {
             details.push(line);
+        } else if h.on_own_volume(&m) {
+            details.push(format!(
+                "{line}: the tenant's own volume {}, limited by its size",
+                m.dev
+            ));
         } else {
             writable.push(line);
         }

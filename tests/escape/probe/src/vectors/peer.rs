@@ -93,10 +93,18 @@ fn read_canary(path: &str) -> (bool, String) {
     }
 }
 
+/// ESCAPE_PEER_ROOT: the host directories holding the peer's `canary`, separated by `:` (a
+/// runc rootfs; for a tenant, its image in the store and its own volume).
 pub fn peer_files(h: &Hints) -> Outcome {
-    let root = hint!(need(&h.peer_root, "ESCAPE_PEER_ROOT"));
-    let (hole, s) = read_canary(&format!("{}/canary", root.trim_end_matches('/')));
-    Outcome::new(!hole, s)
+    let roots = hint!(need(&h.peer_root, "ESCAPE_PEER_ROOT"));
+    let mut hole = false;
+    let mut said = Vec::new();
+    for root in roots.split(':').filter(|r| !r.is_empty()) {
+        let (found, s) = read_canary(&format!("{}/canary", root.trim_end_matches('/')));
+        hole |= found;
+        said.push(s);
+    }
+    Outcome::new(!hole, said.join("; "))
 }
 
 pub fn peer_proc_root(h: &Hints) -> Outcome {
