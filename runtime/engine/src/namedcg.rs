@@ -36,7 +36,11 @@ fn own_dir(mount: &Path) -> Result<PathBuf> {
     let text = std::fs::read_to_string(path).map_err(|e| EngineError::io("reading", path, e))?;
     let rel = text
         .lines()
-        .filter_map(|l| l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2)))
+        .filter_map(|l| {
+            let mut fields = l.splitn(3, ':');
+            let _id = fields.next();
+            fields.next().zip(fields.next())
+        })
         .find(|(h, _)| *h == HIERARCHY)
         .map(|(_, p)| p.to_string())
         .ok_or_else(|| {
