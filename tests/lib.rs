@@ -294,7 +294,13 @@ pub struct RunOpts {
     pub timeout: Option<Duration>,
     /// File descriptors handed to sgrun as 3, 4, … (for --preserve-fds).
     pub extra_fds: Vec<OwnedFd>,
+    /// Extra environment for sgrun (e.g. the test-only knobs of a debug build, which are
+    /// otherwise removed from sgrun's environment so that no test runs weakened by accident).
+    pub env: Vec<(String, String)>,
 }
+
+/// The test-only knobs of a debug sgrun (runtime/engine/src/testonly.rs).
+pub const TEST_ONLY_KNOBS: &[&str] = &["SGRUN_TEST_ONLY_WEAKEN", "SGRUN_TEST_ONLY_EXEC_PAUSE_MS"];
 
 /// A sgrun command running in the background.
 pub struct Running {
@@ -412,6 +418,12 @@ impl Sgrun {
             Some(p) => cmd.env("SGRUN_DEFAULT_PROFILE", p),
             None => cmd.env_remove("SGRUN_DEFAULT_PROFILE"),
         };
+        for k in TEST_ONLY_KNOBS {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
         cmd.args(&args)
             .env("SGRUN_TEST_MARK", &self.mark)
             .stdout(stdout.try_clone().unwrap())

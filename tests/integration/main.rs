@@ -12,6 +12,7 @@ mod cgroups;
 mod cli;
 mod config;
 mod exec;
+mod exec_security;
 mod lifecycle;
 mod limits;
 mod profiles;

@@ -195,7 +195,8 @@ pub struct ExecArgs {
     /// Set an environment variable (KEY=VALUE), repeatable
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// User and group: UID[:GID] (numeric ids)
+    /// User and group: USER[:GROUP], names (from the container's /etc/passwd and /etc/group)
+    /// or numbers
     #[arg(short, long)]
     pub user: Option<String>,
     /// Additional group ids
@@ -471,7 +472,7 @@ fn exec(rt: Runtime, a: ExecArgs) -> Result<u8> {
         bail!("exec needs a command after the container id, or --process FILE");
     }
     let user = match &a.user {
-        Some(u) => Some(parse_user(u)?),
+        Some(u) => Some(sgrun_engine::users::UserSpec::parse(u).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let overrides = ExecOverrides {
@@ -494,23 +495,6 @@ fn exec(rt: Runtime, a: ExecArgs) -> Result<u8> {
     };
     let code = sgrun_engine::exec::exec(&rt, &a.id, &overrides, &opts)?;
     Ok(code as u8)
-}
-
-fn parse_user(u: &str) -> Result<(u32, Option<u32>)> {
-    let (uid, gid) = match u.split_once(':') {
-        Some((a, b)) => (a, Some(b)),
-        None => (u, None),
-    };
-    let uid = uid.parse().with_context(|| {
-        format!("--user {u:?}: the user must be a numeric UID (e.g. 33 or 33:33)")
-    })?;
-    let gid = gid
-        .map(|g| {
-            g.parse()
-                .with_context(|| format!("--user {u:?}: the group must be a numeric GID"))
-        })
-        .transpose()?;
-    Ok((uid, gid))
 }
 
 fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
@@ -672,12 +656,5 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5h").is_err());
-    }
-
-    #[test]
-    fn users() {
-        assert_eq!(parse_user("33").unwrap(), (33, None));
-        assert_eq!(parse_user("33:34").unwrap(), (33, Some(34)));
-        assert!(parse_user("www-data").is_err());
     }
 }

@@ -3,8 +3,12 @@
 //! namespace (the exec'd process would be real host root: youki defect 2).
 //!
 //! The child is set up in this order; each step says why it comes where it does:
-//!  1. (parent) compile seccomp and open the namespace files before forking, so every error
-//!     that input can cause is reported before any process exists;
+//!  0. (parent) make sure fds 0, 1 and 2 are open (/dev/null if the caller closed them), so
+//!     that no file this process opens later lands on a stdio number and is handed to the
+//!     command as its stdin or stdout;
+//!  1. (parent) compile seccomp, resolve a user name in the container's own /etc/passwd and
+//!     open the namespace files before forking, so every error that input can cause is
+//!     reported before any process exists;
 //!  2. (parent) join the container's pid namespace for its *children* only, so the child is
 //!     born inside it while still being our child (we can wait for its status);
 //!  3. (child) PR_SET_DUMPABLE 0 first: until execve, nothing in the container may ptrace or
@@ -18,6 +22,16 @@
 //!  8. (child) bounding set, then uid/gid, then the other capability sets, then no_new_privs;
 //!  9. (child) mark every fd above the preserved ones close-on-exec (CVE-2024-21626);
 //! 10. (child) seccomp last, then execve.
+//!
+//! Why the child cannot be reached from inside the container before step 10 (CVE-2016-9962):
+//! it is visible in the container's pid namespace from the fork on. Until step 8 it holds
+//! capabilities the container's processes lack, so the kernel's ptrace check (the tracer's
+//! permitted set must cover the target's) refuses them /proc/<pid>/{fd,mem,exe} and ptrace.
+//! From step 8 on its credentials are the container's, and only the non-dumpable flag of
+//! step 3 still refuses them: its mm was made by the host's sgrun, so the override would need
+//! CAP_SYS_PTRACE in the host's user namespace. execve (after seccomp) makes it dumpable
+//! again, as the container's own program. The tests in tests/integration/exec_security.rs
+//! race for it from inside, with the window widened, and win once step 3 is left out.
 
 use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
@@ -48,7 +62,8 @@ pub struct ExecOverrides {
     pub tty: bool,
     pub cwd: Option<String>,
     pub env: Vec<String>,
-    pub user: Option<(u32, Option<u32>)>,
+    /// `-u USER[:GROUP]`, names looked up in the container's /etc/passwd and /etc/group.
+    pub user: Option<crate::users::UserSpec>,
     pub additional_gids: Vec<u32>,
     pub caps: Vec<String>,
     pub no_new_privs: bool,
@@ -92,8 +107,17 @@ struct Prepared {
     env: Vec<CString>,
     path_var: Option<String>,
     tty: bool,
+    /// The caller's terminal size, given to the pty before the command starts (a shell reads
+    /// it once at start; setting it later from the parent would race with that read).
+    winsize: Option<libc::winsize>,
     preserve_fds: i32,
     seccomp: Option<sgrun_seccomp::CompiledSeccomp>,
+    /// False only under the test-only knob (`testonly`): skip step 3.
+    non_dumpable: bool,
+    /// False only under the test-only knob: skip step 9.
+    close_fds: bool,
+    /// Zero except under the test-only knob: widens the window before step 10.
+    pause: std::time::Duration,
 }
 
 struct CapSets {
@@ -106,6 +130,8 @@ struct CapSets {
 
 pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> Result<i32> {
     let _span = info_span!("container", id).entered();
+    // Step 0.
+    ensure_stdio_open()?;
     let exec_err = |message: String| EngineError::Exec {
         id: id.into(),
         message,
@@ -134,7 +160,11 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
     // The profile's own seccomp, when it runs beside the config's: exec gets both, as the
     // init did.
     let extra_seccomp = rt.record(id)?.extra_seccomp;
-    let process = build_process(id, &spec, ov)?;
+    let user = match &ov.user {
+        Some(u) => Some(resolve_user(id, init_pid, u)?),
+        None => None,
+    };
+    let process = build_process(id, &spec, ov, user.as_ref())?;
     drop(lock);
     let compiled = crate::executor::compile_seccomp(
         id,
@@ -265,7 +295,12 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
 
 /// The process to run: the container's own process with the caller's changes, or a
 /// process.json. Capabilities may only be narrowed relative to the container's bounding set.
-pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Process> {
+pub fn build_process(
+    id: &str,
+    spec: &Spec,
+    ov: &ExecOverrides,
+    user: Option<&crate::users::Resolved>,
+) -> Result<Process> {
     let base = spec.process().clone().unwrap_or_default();
     let mut p = match &ov.process_file {
         Some(path) => {
@@ -317,13 +352,16 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
         }
         p.set_env(Some(env));
     }
-    if let Some((uid, gid)) = ov.user {
-        let mut user = p.user().clone();
-        user.set_uid(uid);
-        if let Some(g) = gid {
-            user.set_gid(g);
+    if let Some(r) = user {
+        let mut u = p.user().clone();
+        u.set_uid(r.uid);
+        // A numeric uid alone keeps the process's gid, as runc; a name brings its own.
+        if let Some(g) = r.gid {
+            u.set_gid(g);
         }
-        p.set_user(user);
+        // Another user never keeps the container process's supplementary groups.
+        u.set_additional_gids(Some(r.additional_gids.clone()));
+        p.set_user(u);
     }
     if !ov.additional_gids.is_empty() {
         let mut user = p.user().clone();
@@ -418,6 +456,50 @@ pub fn cap_name(c: &oci_spec::runtime::Capability) -> String {
     }
 }
 
+/// `-u`: numbers as given; names from the container's own files (crate::users).
+fn resolve_user(
+    id: &str,
+    init_pid: i32,
+    u: &crate::users::UserSpec,
+) -> Result<crate::users::Resolved> {
+    if u.numeric() {
+        return crate::users::resolve(id, u, None, None);
+    }
+    let passwd = crate::users::read_container_file(id, init_pid, "/etc/passwd")?;
+    let group = crate::users::read_container_file(id, init_pid, "/etc/group")?;
+    crate::users::resolve(id, u, passwd.as_deref(), group.as_deref())
+}
+
+/// Step 0: open /dev/null on any of fds 0-2 the caller left closed. Also called first thing
+/// by `selfprotect::ensure_readonly_exe`, before anything is opened.
+pub fn ensure_stdio_open() -> Result<()> {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the flags of an fd number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| EngineError::io("opening", "/dev/null", e))?;
+            let raw = f.as_raw_fd();
+            if raw != fd {
+                // SAFETY: dup2 onto a closed fd number; `f` is closed after.
+                if unsafe { libc::dup2(raw, fd) } == -1 {
+                    return Err(EngineError::io(
+                        "duplicating onto a closed stdio fd",
+                        "/dev/null",
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            } else {
+                // It landed exactly on the hole: keep it open there.
+                std::mem::forget(f);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn has_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
     spec.linux()
         .as_ref()
@@ -485,6 +567,15 @@ fn prepare(
         .find_map(|e| e.strip_prefix("PATH="))
         .map(str::to_string);
     let args = p.args().clone().unwrap_or_default();
+    let tty = p.terminal().unwrap_or(false);
+    let winsize = if tty {
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes one winsize struct that lives on our stack.
+        (unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
+    } else {
+        None
+    };
+    use crate::testonly::{weakened, Weakness};
     Ok(Prepared {
         namespaces,
         rlimits,
@@ -504,9 +595,13 @@ fn prepare(
             .map(|e| cstr(e, "environment entry"))
             .collect::<Result<_>>()?,
         path_var,
-        tty: p.terminal().unwrap_or(false),
+        tty,
+        winsize,
         preserve_fds: opts.preserve_fds,
         seccomp,
+        non_dumpable: !weakened(Weakness::Dumpable),
+        close_fds: !weakened(Weakness::KeepFds),
+        pause: crate::testonly::exec_pause(),
     })
 }
 
@@ -536,7 +631,7 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
 fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String {
     // Step 3, before anything else.
     // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+    if p.non_dumpable && unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return format!(
             "prctl(PR_SET_DUMPABLE): {}",
             std::io::Error::last_os_error()
@@ -569,7 +664,7 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
     }
     // Step 7.
     if let Some(sock) = pty_sock {
-        if let Err(e) = setup_pty(&sock) {
+        if let Err(e) = setup_pty(&sock, p.winsize.as_ref()) {
             return format!("setting up the terminal: {e}");
         }
     }
@@ -652,14 +747,15 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
     // Step 9: nothing of ours beyond stdio and the preserved fds survives execve.
     let first = 3 + p.preserve_fds.max(0) as u32;
     // SAFETY: close_range only changes flags of fds of this process.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } != 0
+    if p.close_fds
+        && unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } != 0
     {
         return format!("close_range: {}", std::io::Error::last_os_error());
     }
@@ -678,6 +774,16 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None) {
         return format!("unblocking signals: {e}");
     }
+    if !p.non_dumpable {
+        // Test-only weakening: the kernel itself makes a process non-dumpable when its uid
+        // changes (a user namespace's root is another host uid), so leaving out step 3 is
+        // not enough to open the hole there; the knob forces the flag back on.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    }
+    if !p.pause.is_zero() {
+        std::thread::sleep(p.pause);
+    }
     // Step 10.
     if let Some(s) = &p.seccomp {
         if let Err(e) = s.install() {
@@ -690,7 +796,7 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
 
 /// Open a pty inside the container's devpts, make it our controlling terminal and stdio,
 /// and hand the master to the parent.
-fn setup_pty(sock: &UnixStream) -> std::io::Result<()> {
+fn setup_pty(sock: &UnixStream, winsize: Option<&libc::winsize>) -> std::io::Result<()> {
     use nix::fcntl::OFlag;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
     nix::pty::grantpt(&master)?;
@@ -703,6 +809,16 @@ fn setup_pty(sock: &UnixStream) -> std::io::Result<()> {
     )?;
     // SAFETY: open returned a fresh fd that nothing else owns.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    if let Some(ws) = winsize {
+        // SAFETY: TIOCSWINSZ reads one winsize struct that outlives the call.
+        unsafe {
+            libc::ioctl(
+                slave.as_raw_fd(),
+                libc::TIOCSWINSZ,
+                ws as *const libc::winsize,
+            )
+        };
+    }
     send_fd(sock, master.as_fd())?;
     drop(master);
     nix::unistd::setsid()?;

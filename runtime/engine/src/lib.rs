@@ -20,5 +20,8 @@ pub mod loopback;
 pub mod nschild;
 pub mod run;
 pub mod selfprotect;
+pub mod stats;
 pub mod supervise;
+pub mod testonly;
 pub mod tmpcopyup;
+pub mod users;

@@ -1,0 +1,1 @@
+//! Per-container statistics for `sgrun stats` and events for `sgrun events`.
