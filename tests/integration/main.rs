@@ -19,4 +19,5 @@ mod profiles;
 mod seccomp;
 mod security;
 mod tenants;
+mod tmux;
 mod tty;

@@ -4,6 +4,7 @@
 //! `/etc/passwd -> /../../etc/shadow` cannot make the runtime read a host file.
 
 use std::io::Read;
+use std::os::fd::FromRawFd;
 
 use crate::error::{EngineError, Result};
 
@@ -120,8 +121,15 @@ pub fn resolve(
 pub fn read_container_file(id: &str, init_pid: i32, path: &str) -> Result<Option<String>> {
     let root_path = format!("/proc/{init_pid}/root");
     let io = |e: pathrs::error::Error| std::io::Error::other(e.to_string());
-    let root = pathrs::Root::open(&root_path)
-        .map_err(|e| EngineError::io("opening the root of", &root_path, io(e)))?;
+    // Opened here and handed to pathrs: its own open refuses the /proc magic link.
+    let dir = nix::fcntl::open(
+        root_path.as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| EngineError::io("opening", &root_path, e.into()))?;
+    // SAFETY: open returned a fresh fd that nothing else owns.
+    let root = pathrs::Root::from_fd(unsafe { std::os::fd::OwnedFd::from_raw_fd(dir) });
     let handle = match root.resolve(path) {
         Ok(h) => h,
         Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => {
