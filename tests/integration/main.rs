@@ -20,4 +20,5 @@ mod seccomp;
 mod security;
 mod tenants;
 mod tmux;
+mod toolbox;
 mod tty;

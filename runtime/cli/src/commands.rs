@@ -68,16 +68,6 @@ pub enum Command {
     ///   sgrun exec -d --pid-file /run/x.pid web1 sleep 60
     #[command(verbatim_doc_comment)]
     Exec(ExecArgs),
-    /// List the processes of a container
-    Ps {
-        /// Container id
-        id: String,
-        #[arg(short, long, value_enum, default_value = "table")]
-        format: Format,
-        /// Arguments passed to ps(1) for the table format
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        ps_args: Vec<String>,
-    },
     /// List containers
     #[command(alias = "ls")]
     List {
@@ -96,17 +86,6 @@ pub enum Command {
     Resume {
         /// Container id
         id: String,
-    },
-    /// Print container events: resource statistics as JSON lines
-    Events {
-        /// Container id
-        id: String,
-        /// Print one statistics record and exit
-        #[arg(long)]
-        stats: bool,
-        /// Interval between records (e.g. 5s, 500ms)
-        #[arg(long, default_value = "5s")]
-        interval: String,
     },
     /// Change the resource limits of a running container
     Update(UpdateArgs),
@@ -138,6 +117,9 @@ pub enum Command {
     /// Tenants: create, ls, show, usage, resize, rm, mount (UID ranges and storage volumes)
     #[command(subcommand)]
     Tenant(crate::tenant::TenantCommand),
+    /// ps, stats, events, inspect, logs (runtime/cli/src/toolbox.rs)
+    #[command(flatten)]
+    Toolbox(crate::toolbox::ToolboxCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -333,19 +315,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Exec(a) => exec(rt()?, a),
-        Command::Ps {
-            id,
-            format,
-            ps_args,
-        } => {
-            let rt = rt()?;
-            let pids = sgrun_engine::cgroups::pids(&rt, &id)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string(&pids)?),
-                Format::Table => ps_table(&pids, &ps_args)?,
-            }
-            Ok(0)
-        }
         Command::List { format, quiet } => {
             let list = rt()?.list()?;
             let mut out = std::io::stdout().lock();
@@ -385,24 +354,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             rt()?.resume(&id)?;
             Ok(0)
         }
-        Command::Events {
-            id,
-            stats,
-            interval,
-        } => {
-            let interval = parse_duration(&interval)?;
-            let rt = rt()?;
-            let mut out = std::io::stdout().lock();
-            loop {
-                let ev = sgrun_engine::cgroups::stats_event(&rt, &id)?;
-                writeln!(out, "{}", serde_json::to_string(&ev)?)?;
-                out.flush()?;
-                if stats {
-                    return Ok(0);
-                }
-                std::thread::sleep(interval);
-            }
-        }
         Command::Update(a) => {
             let rt = rt()?;
             let resources = update_resources(&a)?;
@@ -425,6 +376,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Profile(cmd) => crate::profile::run(cmd, &cli.profiles_dir),
         Command::Tenant(cmd) => crate::tenant::run(cmd, &cli.state_dir),
+        Command::Toolbox(cmd) => crate::toolbox::run(cmd, rt()?, &cli.state_dir),
         Command::Spec {
             bundle,
             rootless,
@@ -497,7 +449,7 @@ fn exec(rt: Runtime, a: ExecArgs) -> Result<u8> {
     Ok(code as u8)
 }
 
-fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
+pub fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
     let args: Vec<String> = if ps_args.is_empty() {
         vec!["-ef".into()]
     } else {
@@ -536,7 +488,7 @@ fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
     let (num, unit) = s.split_at(
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),

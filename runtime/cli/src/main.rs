@@ -5,6 +5,7 @@ mod commands;
 mod log;
 mod profile;
 mod tenant;
+mod toolbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -569,6 +569,7 @@ fn prepare(
     let args = p.args().clone().unwrap_or_default();
     let tty = p.terminal().unwrap_or(false);
     let winsize = if tty {
+        // SAFETY: winsize is plain integers; all zeroes is a valid value.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: TIOCGWINSZ writes one winsize struct that lives on our stack.
         (unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
