@@ -115,11 +115,12 @@ impl Tmux {
     fn wait_dead(&self, name: &str) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            // tmux may mark the pane dead (its pty closed) a moment before it has reaped the
+            // process and knows the status: wait for both.
             if self.display(name, "#{pane_dead}") == "1" {
-                return self
-                    .display(name, "#{pane_dead_status}")
-                    .parse()
-                    .unwrap_or(-1);
+                if let Ok(status) = self.display(name, "#{pane_dead_status}").parse() {
+                    return status;
+                }
             }
             if Instant::now() > deadline {
                 panic!("pane {name} did not exit:\n{}", self.screen(name));

@@ -13,8 +13,11 @@
 //!     born inside it while still being our child (we can wait for its status);
 //!  3. (child) PR_SET_DUMPABLE 0 first: until execve, nothing in the container may ptrace or
 //!     open /proc/<pid>/fd of a process that still holds host privileges (CVE-2016-9962);
-//!  4. (parent) move the child into the container's cgroups, then let it go: writing
-//!     cgroup.procs needs host privileges the child loses when it enters the user namespace;
+//!  4. (child) move itself into the container's cgroups, through files the parent opened:
+//!     before it enters the user namespace (joining needs host privileges it then loses) and
+//!     before it does anything the container should be charged for. It moves its one thread
+//!     ("0" to each v1 `tasks` file), which skips the kernel's global threadgroup lock and the
+//!     RCU grace period that moving a process by pid waits for (see cgroups::self_move_files);
 //!  5. (child) rlimits, while still fully privileged;
 //!  6. (child) setns: user namespace first (so that the other namespaces, owned by it, are
 //!     joined with the container's credentials), then mount, then the rest;
@@ -195,7 +198,9 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         })?;
     }
 
-    let (go_read, go_write) = pipe()?;
+    // Step 4 is prepared here: the cgroup files are opened by this (privileged) process and
+    // only written by the child.
+    let cgroup_moves = crate::cgroups::self_move_files(id, init_pid)?;
     let (err_read, err_write) = pipe()?;
     let (pty_parent, pty_child) = if prepared.tty {
         let (a, b) =
@@ -219,10 +224,9 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
     })?;
     let child = match fork_result {
         ForkResult::Child => {
-            drop(go_write);
             drop(err_read);
             drop(pty_parent);
-            let err = child_main(&prepared, go_read, pty_child);
+            let err = child_main(&prepared, &cgroup_moves, pty_child);
             let mut f = std::fs::File::from(err_write);
             let _ = f.write_all(err.as_bytes());
             // SAFETY: _exit is async-signal-safe and never returns.
@@ -230,11 +234,10 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         }
         ForkResult::Parent { child } => child,
     };
-    drop(go_read);
     drop(err_write);
     drop(pty_child);
+    drop(cgroup_moves);
 
-    // Step 4: into the container's cgroups before the child goes on.
     let fail = |message: String| -> EngineError {
         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
@@ -243,12 +246,6 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
             message,
         }
     };
-    if let Err(e) = crate::cgroups::join_cgroups_of(id, init_pid, child) {
-        return Err(fail(e.to_string()));
-    }
-    if let Err(e) = std::fs::File::from(go_write).write_all(b"g") {
-        return Err(fail(format!("releasing the child: {e}")));
-    }
 
     // No fd means the child failed before sending it; its error message follows.
     let master = pty_parent.and_then(|sock| recv_fd(&sock).ok());
@@ -629,7 +626,11 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
 }
 
 /// Runs in the forked child. Returns only on failure, with the message for the parent.
-fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String {
+fn child_main(
+    p: &Prepared,
+    cgroup_moves: &[crate::cgroups::SelfMove],
+    pty_sock: Option<UnixStream>,
+) -> String {
     // Step 3, before anything else.
     // SAFETY: prctl with integer arguments.
     if p.non_dumpable && unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
@@ -638,10 +639,13 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
             std::io::Error::last_os_error()
         );
     }
-    let mut b = [0u8; 1];
-    match std::fs::File::from(go).read(&mut b) {
-        Ok(1) => {}
-        _ => return "the runtime went away before the process was released".into(),
+    // Step 4: into the container's cgroups, while still host root and before anything else
+    // happens in the container, so every resource the process uses from here on is charged
+    // to the container. "0" moves the calling thread: see cgroups::self_move_files for why.
+    for m in cgroup_moves {
+        if let Err(e) = (&m.file).write_all(b"0") {
+            return format!("joining the container's cgroup {}: {e}", m.path.display());
+        }
     }
     // Step 5.
     for (res, soft, hard) in &p.rlimits {
