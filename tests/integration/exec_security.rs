@@ -286,8 +286,7 @@ fn exec_cannot_be_used_to_write_the_runtime_binary() {
     let env = TestEnv::new("execexe");
     // A private copy of the binary, so that no other test's sgrun makes the reopen fail with
     // ETXTBSY and hide the result.
-    let bin = env.path().join("sgrun-copy");
-    fs::copy(sgrun_tests::sgrun_bin(), &bin).unwrap();
+    let bin = sgrun_tests::private_sgrun_copy(&env.path().join("sgrun-copy"));
     let c = env.container("x", env.bundle().args(&["sleep", "1000"]));
     c.run_detached();
     let procs = c.cgroup_file("pids", "cgroup.procs");

@@ -123,7 +123,17 @@ impl Tmux {
                 }
             }
             if Instant::now() > deadline {
-                panic!("pane {name} did not exit:\n{}", self.screen(name));
+                let info = self.display(
+                    name,
+                    "dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal} pid=#{pane_pid}",
+                );
+                let pid = info.rsplit("pid=").next().unwrap_or_default().to_string();
+                let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                panic!(
+                    "pane {name} did not exit ({info}; wchan {wchan:?}; stat {stat:?}):\n{}",
+                    self.screen(name)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
