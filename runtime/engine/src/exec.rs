@@ -226,7 +226,7 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         ForkResult::Child => {
             drop(err_read);
             drop(pty_parent);
-            let err = child_main(&prepared, &cgroup_moves, pty_child);
+            let err = child_main(&prepared, cgroup_moves, pty_child);
             let mut f = std::fs::File::from(err_write);
             let _ = f.write_all(err.as_bytes());
             // SAFETY: _exit is async-signal-safe and never returns.
@@ -628,7 +628,7 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
 /// Runs in the forked child. Returns only on failure, with the message for the parent.
 fn child_main(
     p: &Prepared,
-    cgroup_moves: &[crate::cgroups::SelfMove],
+    cgroup_moves: Vec<crate::cgroups::SelfMove>,
     pty_sock: Option<UnixStream>,
 ) -> String {
     // Step 3, before anything else.
@@ -642,11 +642,14 @@ fn child_main(
     // Step 4: into the container's cgroups, while still host root and before anything else
     // happens in the container, so every resource the process uses from here on is charged
     // to the container. "0" moves the calling thread: see cgroups::self_move_files for why.
-    for m in cgroup_moves {
+    for m in &cgroup_moves {
         if let Err(e) = (&m.file).write_all(b"0") {
             return format!("joining the container's cgroup {}: {e}", m.path.display());
         }
     }
+    // Closed now rather than at execve: writable handles on the container's cgroups have no
+    // business in the process any longer than needed.
+    drop(cgroup_moves);
     // Step 5.
     for (res, soft, hard) in &p.rlimits {
         let lim = libc::rlimit {
