@@ -197,6 +197,7 @@ pub fn locate(rt: &Runtime, id: &str) -> Result<(ContainerStatus, i32, PathBuf)>
 
 /// Read one sample. A stopped container has no counters: an error naming its status.
 pub fn sample(rt: &Runtime, id: &str) -> Result<Sample> {
+    let _span = tracing::info_span!("container", id).entered();
     let (status, pid, cgroup_path) = locate(rt, id)?;
     if status == ContainerStatus::Stopped {
         return Err(EngineError::wrong_status(
@@ -291,6 +292,7 @@ pub fn map_back(map: &str, host: u32) -> Option<u32> {
 }
 
 pub fn processes(rt: &Runtime, id: &str) -> Result<Vec<ProcInfo>> {
+    let _span = tracing::info_span!("container", id).entered();
     let pids = crate::cgroups::pids(rt, id)?;
     let init = pids.first().copied();
     let (_, init_pid, _) = locate(rt, id)?;
@@ -369,6 +371,7 @@ pub fn processes(rt: &Runtime, id: &str) -> Result<Vec<ProcInfo>> {
 
 /// The resolved configuration of a container: what it runs as and under which limits.
 pub fn inspect(rt: &Runtime, id: &str) -> Result<Value> {
+    let _span = tracing::info_span!("container", id).entered();
     let state = {
         let _lock = rt.lock(id, false)?;
         rt.state(id)?
@@ -454,6 +457,7 @@ pub struct Watch {
 /// Read what `events` watches. The counters are read whatever the status: an OOM kill of the
 /// init stops the container in the same instant, and the count must still be seen.
 pub fn watch(rt: &Runtime, id: &str) -> Result<Watch> {
+    let _span = tracing::info_span!("container", id).entered();
     let (status, pid, cgroup_path) = locate(rt, id)?;
     let dirs = CgroupDirs::of(&cgroup_path);
     let oom = if dirs.is_v2() {
