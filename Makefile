@@ -71,6 +71,7 @@ test-wordpress: build
 bench: build shim
 	scripts/install-deps.sh --for bench
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/run.sh --out target/bench-latest.md
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/exec.sh --out target/bench-exec-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/profiles.sh | tee target/bench-profiles-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/wordpress.sh | tee target/bench-wordpress-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/tenants.sh --out target/bench-tenants-latest.md

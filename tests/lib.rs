@@ -70,6 +70,25 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The sgrun binary under test: `$SGRUN_BIN`, else `sgrun` next to the test's `deps/` dir.
+/// A private copy of the sgrun binary at `dest`, ready to execute. Tests that attack the
+/// binary through /proc/<pid>/exe use one, so that no other test's sgrun holds it busy.
+/// The copy is written through an fd that a concurrent fork elsewhere in this (threaded) test
+/// process may briefly inherit, which makes an exec fail with ETXTBSY: wait that out here.
+pub fn private_sgrun_copy(dest: &Path) -> PathBuf {
+    fs::copy(sgrun_bin(), dest)
+        .unwrap_or_else(|e| panic!("copying sgrun to {}: {e}", dest.display()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Command::new(dest).arg("--version").output() {
+            Ok(o) if o.status.success() => return dest.to_path_buf(),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => panic!("running the copy {}: {other:?}", dest.display()),
+        }
+    }
+}
+
 pub fn sgrun_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -294,7 +313,13 @@ pub struct RunOpts {
     pub timeout: Option<Duration>,
     /// File descriptors handed to sgrun as 3, 4, … (for --preserve-fds).
     pub extra_fds: Vec<OwnedFd>,
+    /// Extra environment for sgrun (e.g. the test-only knobs of a debug build, which are
+    /// otherwise removed from sgrun's environment so that no test runs weakened by accident).
+    pub env: Vec<(String, String)>,
 }
+
+/// The test-only knobs of a debug sgrun (runtime/engine/src/testonly.rs).
+pub const TEST_ONLY_KNOBS: &[&str] = &["SGRUN_TEST_ONLY_WEAKEN", "SGRUN_TEST_ONLY_EXEC_PAUSE_MS"];
 
 /// A sgrun command running in the background.
 pub struct Running {
@@ -418,6 +443,12 @@ impl Sgrun {
             Some(p) => cmd.env("SGRUN_DEFAULT_PROFILE", p),
             None => cmd.env_remove("SGRUN_DEFAULT_PROFILE"),
         };
+        for k in TEST_ONLY_KNOBS {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
         cmd.args(&args)
             .env("SGRUN_TEST_MARK", &self.mark)
             .stdout(stdout.try_clone().unwrap())

@@ -3,6 +3,7 @@
 #
 #   tests/bench/run.sh [--rounds N] [--runtimes "sgrun runc crun"] [--out FILE] [--json FILE]
 #                      [--scale-rounds N] [--scale N] [--timeout S] [--settle MS] [--keep]
+#                      [--ops "run csd exec rss"]   (the per-round ops; tests/bench/exec.sh: exec)
 #
 # Environment: SGRUN (default <repo>/target/x86_64-unknown-linux-gnu/release/sgrun), RUNC, CRUN (default: on PATH);
 # any other runtime name NAME is looked up as $NAME (upper case, - as _) then on PATH.
@@ -35,6 +36,7 @@ ROUNDS=20
 SCALE_ROUNDS=3
 SCALE_N=50
 RUNTIMES="sgrun runc crun"
+OPS="run csd exec rss"
 OUT=
 JSON=
 TIMEOUT=60                # seconds before one runtime invocation is considered hung and killed
@@ -43,7 +45,7 @@ KEEP=0
 INNER=0
 
 usage() {
-    sed -n '2,10p' "$SELF" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$SELF" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 die() { echo "bench: $*" >&2; exit 2; }
@@ -67,12 +69,18 @@ while [ $# -gt 0 ]; do
         --timeout=*) TIMEOUT=${1#*=}; shift ;;
         --settle) SETTLE_MS=${2-}; shift 2 || usage 2 ;;
         --settle=*) SETTLE_MS=${1#*=}; shift ;;
+        --ops) OPS=${2-}; shift 2 || usage 2 ;;
+        --ops=*) OPS=${1#*=}; shift ;;
         --keep) KEEP=1; shift ;;
         --inner) INNER=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "bench: unknown argument: $1" >&2; usage 2 ;;
     esac
 done
+for o in $OPS; do
+    case $o in run|csd|exec|rss) ;; *) die "--ops: unknown op '$o' (run, csd, exec, rss)" ;; esac
+done
+[ -n "${OPS// /}" ] || die "--ops wants at least one of run, csd, exec, rss"
 is_uint "$ROUNDS" && [ "$ROUNDS" -ge 1 ] || die "--rounds wants a positive integer, got '$ROUNDS'"
 is_uint "$SCALE_ROUNDS" || die "--scale-rounds wants an integer >= 0, got '$SCALE_ROUNDS'"
 is_uint "$SCALE_N" && [ "$SCALE_N" -ge 1 ] || die "--scale wants a positive integer, got '$SCALE_N'"
@@ -191,6 +199,7 @@ outer() {
                 --scale-rounds "$SCALE_ROUNDS" --scale "$SCALE_N" --timeout "$TIMEOUT")
     [ -n "$OUT" ] && args+=(--out "$OUT")
     [ "$KEEP" = 1 ] && args+=(--keep)
+    args+=(--ops "$OPS")
     args+=(--settle "$SETTLE_MS")
     local rc
     # The lock's fd 9 is closed for the inner part so that no container can inherit it.
@@ -605,7 +614,9 @@ report() {
         for a in "${P[@]}"; do hdr+=" ${a/ //} |"; sep+="---:|"; done
         echo "$hdr"; echo "$sep"
         while IFS=$'\t' read -r op label unit; do
-            local line="| $label, $unit |"
+            local line="| $label, $unit |" any=0
+            for rt in "${RTS[@]}"; do [ "${CELL[$op/$rt]:-—}" != "—" ] && any=1; done
+            [ $any = 1 ] || continue     # an op this run did not measure (--ops)
             for rt in "${RTS[@]}"; do line+=" ${CELL[$op/$rt]:-—} |"; done
             for a in "${P[@]}"; do line+=" ${RAT[$op/${a/ //}]:-—} |"; done
             echo "$line"
@@ -693,7 +704,7 @@ inner() {
     for (( i = 1; i <= ROUNDS; i++ )); do
         echo "bench: round $i/$ROUNDS" >&2
         k=$(( (i - 1) % n )); order=("${RTS[@]:k}" "${RTS[@]:0:k}")
-        for op in run csd exec rss; do
+        for op in $OPS; do
             for rt in "${order[@]}"; do
                 if [ -n "${BROKEN[$rt]-}" ]; then
                     case $op in

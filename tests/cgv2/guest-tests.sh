@@ -236,6 +236,18 @@ expect_ge "stats: data.memory.usage.usage" "$musage" 1
 ctotal=$(printf '%s' "$ev" | sed 's/.*"cpu":{//' | grep -o '"usage":{[^}]*}' | head -n 1 | grep -o '"total":[0-9][0-9]*' | cut -d: -f2)
 expect_ge "stats: data.cpu.usage.total (after the busy loop)" "$ctotal" 1
 
+# ---- 6b. sgrun stats and ps on cgroup v2 (memory.current/max, memory.events, pids.*, cpu.stat) ----
+rt stats --no-stream --json $id
+st=$(flat "$out")
+case $st in *'"pids_limit":32'*) ok "stats --json: pids_limit 32 from pids.max";; *) notok "stats --json: pids_limit 32 from pids.max" "exit $rc" "$out";; esac
+case $st in *'"memory_limit_bytes":67108864'*) ok "stats --json: memory_limit_bytes from memory.max";; *) notok "stats --json: memory_limit_bytes from memory.max" "$out";; esac
+soom=$(printf '%s' "$st" | grep -o '"oom_kills":[0-9]*' | cut -d: -f2)
+expect_ge "stats --json: oom_kills from memory.events (after the OOM kill above)" "$soom" 1
+scpu=$(printf '%s' "$st" | grep -o '"cpu_ns":[0-9]*' | cut -d: -f2)
+expect_ge "stats --json: cpu_ns from cpu.stat usage_usec (after the busy loop)" "$scpu" 1000000
+rt ps $id
+case $out in *" root "*"sleep"*|*"sleep"*" root "*) ok "ps $id: a row for the init, user root";; *) notok "ps $id: a row for the init, user root" "exit $rc" "$out";; esac
+
 # ---- 7. pause / resume (cgroup v2 freezer) ---------------------------------------------------------
 rt_ok "pause $id" pause $id
 expect_eq "paused: cgroup.freeze" "$(cgread $id cgroup.freeze)" 1

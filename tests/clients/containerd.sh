@@ -126,6 +126,21 @@ suite_containerd() {
     cap "${CTR[@]}" task exec --exec-id e4 --user 65534 c-d sh -c 'id -u; id -g'
     check "ctr task exec --user 65534: runs as uid/gid 65534" ok_and_out_is "65534"$'\n'"65534"
 
+    # An SRE's toolbox straight on the task containerd created, through the shim's --root
+    local R=$d/runc-root/$NS
+    cap "$SGRUN" --root "$R" exec -u nobody c-d sh -c 'cat /proc/1/comm; id -u'
+    check "sgrun --root (containerd's) exec -u nobody c-d: task's pid namespace, uid 65534" \
+        ok_and_out_is "sh"$'\n'"65534"
+    cap "$SGRUN" --root "$R" ps --format json c-d
+    check "sgrun --root (containerd's) ps c-d: lists the init $pid" \
+        eval '[ "$RC" = 0 ] && tr "[]," "\n\n\n" <<<"$OUT" | grep -qx "$pid"'
+    cap "$SGRUN" --root "$R" stats --no-stream --json c-d
+    check "sgrun --root (containerd's) stats c-d: one reading with its pids" \
+        eval '[ "$RC" = 0 ] && jq -e ".[0].pids >= 2" <<<"$OUT" >/dev/null'
+    cap "$SGRUN" --root "$R" inspect c-d
+    check "sgrun --root (containerd's) inspect c-d: its bundle and cgroup path" \
+        eval '[ "$RC" = 0 ] && jq -e ".cgroup_path | contains(\"c-d\")" <<<"$OUT" >/dev/null'
+
     # -t needs ctr's stdin to be a terminal: script(1) gives it a pty without one of ours
     printf -v cmd '%q ' "${CTR[@]}" task exec -t --exec-id e3 c-d sh -c 'tty; exit 5'
     cap script -qec "$cmd" /dev/null

@@ -41,8 +41,7 @@ fn runtime_binary_cannot_be_reopened_for_writing() {
     let env = TestEnv::new("exeprot");
     // A private copy of the binary, so that no other test's sgrun makes the reopen fail with
     // ETXTBSY and hide the result.
-    let bin = env.dir.path().join("sgrun-copy");
-    std::fs::copy(sgrun_tests::sgrun_bin(), &bin).unwrap();
+    let bin = sgrun_tests::private_sgrun_copy(&env.dir.path().join("sgrun-copy"));
     let root = env.dir.path().join("state");
     let c = env.container("c", env.bundle().args(&["sleep", "30"]));
     let sg = |args: &[&str]| {

@@ -68,16 +68,6 @@ pub enum Command {
     ///   sgrun exec -d --pid-file /run/x.pid web1 sleep 60
     #[command(verbatim_doc_comment)]
     Exec(ExecArgs),
-    /// List the processes of a container
-    Ps {
-        /// Container id
-        id: String,
-        #[arg(short, long, value_enum, default_value = "table")]
-        format: Format,
-        /// Arguments passed to ps(1) for the table format
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        ps_args: Vec<String>,
-    },
     /// List containers
     #[command(alias = "ls")]
     List {
@@ -96,17 +86,6 @@ pub enum Command {
     Resume {
         /// Container id
         id: String,
-    },
-    /// Print container events: resource statistics as JSON lines
-    Events {
-        /// Container id
-        id: String,
-        /// Print one statistics record and exit
-        #[arg(long)]
-        stats: bool,
-        /// Interval between records (e.g. 5s, 500ms)
-        #[arg(long, default_value = "5s")]
-        interval: String,
     },
     /// Change the resource limits of a running container
     Update(UpdateArgs),
@@ -141,6 +120,9 @@ pub enum Command {
     /// Images: build, import, ls, inspect, verify, rm (read-only base trees, content-addressed)
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
+    /// ps, stats, events, inspect, logs (runtime/cli/src/toolbox.rs)
+    #[command(flatten)]
+    Toolbox(crate::toolbox::ToolboxCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -198,7 +180,8 @@ pub struct ExecArgs {
     /// Set an environment variable (KEY=VALUE), repeatable
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// User and group: UID[:GID] (numeric ids)
+    /// User and group: USER[:GROUP], names (from the container's /etc/passwd and /etc/group)
+    /// or numbers
     #[arg(short, long)]
     pub user: Option<String>,
     /// Additional group ids
@@ -342,19 +325,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Exec(a) => exec(rt()?, a),
-        Command::Ps {
-            id,
-            format,
-            ps_args,
-        } => {
-            let rt = rt()?;
-            let pids = sgrun_engine::cgroups::pids(&rt, &id)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string(&pids)?),
-                Format::Table => ps_table(&pids, &ps_args)?,
-            }
-            Ok(0)
-        }
         Command::List { format, quiet } => {
             let list = rt()?.list()?;
             let mut out = std::io::stdout().lock();
@@ -394,24 +364,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             rt()?.resume(&id)?;
             Ok(0)
         }
-        Command::Events {
-            id,
-            stats,
-            interval,
-        } => {
-            let interval = parse_duration(&interval)?;
-            let rt = rt()?;
-            let mut out = std::io::stdout().lock();
-            loop {
-                let ev = sgrun_engine::cgroups::stats_event(&rt, &id)?;
-                writeln!(out, "{}", serde_json::to_string(&ev)?)?;
-                out.flush()?;
-                if stats {
-                    return Ok(0);
-                }
-                std::thread::sleep(interval);
-            }
-        }
         Command::Update(a) => {
             let rt = rt()?;
             let resources = update_resources(&a)?;
@@ -435,6 +387,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Profile(cmd) => crate::profile::run(cmd, &cli.profiles_dir),
         Command::Tenant(cmd) => crate::tenant::run(cmd, &cli.state_dir),
         Command::Image(cmd) => crate::image::run(cmd, &cli.state_dir),
+        Command::Toolbox(cmd) => crate::toolbox::run(cmd, rt()?, &cli.state_dir),
         Command::Spec {
             bundle,
             rootless,
@@ -482,7 +435,7 @@ fn exec(rt: Runtime, a: ExecArgs) -> Result<u8> {
         bail!("exec needs a command after the container id, or --process FILE");
     }
     let user = match &a.user {
-        Some(u) => Some(parse_user(u)?),
+        Some(u) => Some(sgrun_engine::users::UserSpec::parse(u).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let overrides = ExecOverrides {
@@ -507,24 +460,7 @@ fn exec(rt: Runtime, a: ExecArgs) -> Result<u8> {
     Ok(code as u8)
 }
 
-fn parse_user(u: &str) -> Result<(u32, Option<u32>)> {
-    let (uid, gid) = match u.split_once(':') {
-        Some((a, b)) => (a, Some(b)),
-        None => (u, None),
-    };
-    let uid = uid.parse().with_context(|| {
-        format!("--user {u:?}: the user must be a numeric UID (e.g. 33 or 33:33)")
-    })?;
-    let gid = gid
-        .map(|g| {
-            g.parse()
-                .with_context(|| format!("--user {u:?}: the group must be a numeric GID"))
-        })
-        .transpose()?;
-    Ok((uid, gid))
-}
-
-fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
+pub fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
     let args: Vec<String> = if ps_args.is_empty() {
         vec!["-ef".into()]
     } else {
@@ -563,7 +499,7 @@ fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
     let (num, unit) = s.split_at(
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),
@@ -683,12 +619,5 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5h").is_err());
-    }
-
-    #[test]
-    fn users() {
-        assert_eq!(parse_user("33").unwrap(), (33, None));
-        assert_eq!(parse_user("33:34").unwrap(), (33, Some(34)));
-        assert!(parse_user("www-data").is_err());
     }
 }

@@ -7,6 +7,7 @@ mod log;
 mod profile;
 mod rootfs;
 mod tenant;
+mod toolbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

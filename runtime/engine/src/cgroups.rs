@@ -141,15 +141,69 @@ pub fn update(rt: &Runtime, id: &str, resources: &LinuxResources) -> Result<()> 
 }
 
 /// Move `pid` into every cgroup the process `like` is in, wherever that differs from this
-/// process's own (a child inherits ours). Used by exec: the exec'd process belongs exactly
-/// where the container's init is, in every hierarchy (v1 controllers, named ones, and the
-/// unified one of a hybrid host, which libcgroups' v1 manager leaves alone). One read of
-/// mountinfo instead of libcgroups' one per controller.
+/// process's own (a child inherits ours). The exec'd process belongs exactly where the
+/// container's init is, in every hierarchy (v1 controllers, named ones, and the unified one
+/// of a hybrid host, which libcgroups' v1 manager leaves alone). One read of mountinfo
+/// instead of libcgroups' one per controller.
 pub fn join_cgroups_of(id: &str, like: i32, pid: nix::unistd::Pid) -> Result<()> {
+    for (dir, _) in cgroup_dirs_of(id, like)? {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.as_raw().to_string()).map_err(|e| EngineError::Cgroup {
+            id: id.into(),
+            path: procs.clone(),
+            action: "joining",
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// A file a process writes "0" to in order to move itself into a cgroup (see
+/// [`self_move_files`]).
+pub struct SelfMove {
+    pub file: std::fs::File,
+    pub path: std::path::PathBuf,
+}
+
+/// The files through which a forked child moves *itself* into the cgroups of `like`: for a
+/// v1 hierarchy its `tasks` file, for cgroup2 `cgroup.procs`; opened here (by the privileged
+/// parent, before fork) so the child only writes "0".
+///
+/// Why the child moves itself, one thread, through `tasks`: moving a process (cgroup.procs, or
+/// any other task by pid) takes the kernel's global cgroup_threadgroup_rwsem for writing,
+/// and the first such write after a quiet moment waits for an RCU grace period (4.5-12 ms
+/// on this host: most of what an exec costs). Moving the *calling thread* ("0" written to
+/// `tasks`) skips that lock (cgroup_procs_write_start: the thread cannot exit or exec under
+/// us, cgroup_mutex excludes the rest). The child is single-threaded, so its one thread is
+/// the whole process. cgroup2 refuses thread moves across domains, so there cgroup.procs
+/// (and the lock) remains.
+pub fn self_move_files(id: &str, like: i32) -> Result<Vec<SelfMove>> {
+    cgroup_dirs_of(id, like)?
+        .into_iter()
+        .map(|(dir, v2)| {
+            let path = dir.join(if v2 { "cgroup.procs" } else { "tasks" });
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| EngineError::Cgroup {
+                    id: id.into(),
+                    path: path.clone(),
+                    action: "opening to join",
+                    source: Box::new(e),
+                })?;
+            Ok(SelfMove { file, path })
+        })
+        .collect()
+}
+
+/// The cgroup directories of `like` that differ from this process's own, each with whether it
+/// is a cgroup2 one.
+fn cgroup_dirs_of(id: &str, like: i32) -> Result<Vec<(std::path::PathBuf, bool)>> {
     let read = |p: &str| std::fs::read_to_string(p).map_err(|e| EngineError::io("reading", p, e));
     let theirs = read(&format!("/proc/{like}/cgroup"))?;
     let ours = read("/proc/self/cgroup")?;
     let mut mounts: Option<Vec<CgroupMount>> = None;
+    let mut out = Vec::new();
     for line in theirs.lines() {
         let Some((hierarchy, path)) = line
             .split_once(':')
@@ -178,18 +232,12 @@ pub fn join_cgroups_of(id: &str, like: i32, pid: nix::unistd::Pid) -> Result<()>
                     action: "finding the mount of its hierarchy",
                     source: format!("no cgroup mount serves {hierarchy:?}").into(),
                 })?;
-        let procs = mount
-            .point
-            .join(path.trim_start_matches('/'))
-            .join("cgroup.procs");
-        std::fs::write(&procs, pid.as_raw().to_string()).map_err(|e| EngineError::Cgroup {
-            id: id.into(),
-            path: procs.clone(),
-            action: "joining",
-            source: Box::new(e),
-        })?;
+        out.push((
+            mount.point.join(path.trim_start_matches('/')),
+            mount.controllers.is_none(),
+        ));
     }
-    Ok(())
+    Ok(out)
 }
 
 #[derive(Debug, PartialEq)]

@@ -3,14 +3,21 @@
 //! namespace (the exec'd process would be real host root: youki defect 2).
 //!
 //! The child is set up in this order; each step says why it comes where it does:
-//!  1. (parent) compile seccomp and open the namespace files before forking, so every error
-//!     that input can cause is reported before any process exists;
+//!  0. (parent) make sure fds 0, 1 and 2 are open (/dev/null if the caller closed them), so
+//!     that no file this process opens later lands on a stdio number and is handed to the
+//!     command as its stdin or stdout;
+//!  1. (parent) compile seccomp, resolve a user name in the container's own /etc/passwd and
+//!     open the namespace files before forking, so every error that input can cause is
+//!     reported before any process exists;
 //!  2. (parent) join the container's pid namespace for its *children* only, so the child is
 //!     born inside it while still being our child (we can wait for its status);
 //!  3. (child) PR_SET_DUMPABLE 0 first: until execve, nothing in the container may ptrace or
 //!     open /proc/<pid>/fd of a process that still holds host privileges (CVE-2016-9962);
-//!  4. (parent) move the child into the container's cgroups, then let it go: writing
-//!     cgroup.procs needs host privileges the child loses when it enters the user namespace;
+//!  4. (child) move itself into the container's cgroups, through files the parent opened:
+//!     before it enters the user namespace (joining needs host privileges it then loses) and
+//!     before it does anything the container should be charged for. It moves its one thread
+//!     ("0" to each v1 `tasks` file), which skips the kernel's global threadgroup lock and the
+//!     RCU grace period that moving a process by pid waits for (see cgroups::self_move_files);
 //!  5. (child) rlimits, while still fully privileged;
 //!  6. (child) setns: user namespace first (so that the other namespaces, owned by it, are
 //!     joined with the container's credentials), then mount, then the rest;
@@ -18,6 +25,16 @@
 //!  8. (child) bounding set, then uid/gid, then the other capability sets, then no_new_privs;
 //!  9. (child) mark every fd above the preserved ones close-on-exec (CVE-2024-21626);
 //! 10. (child) seccomp last, then execve.
+//!
+//! Why the child cannot be reached from inside the container before step 10 (CVE-2016-9962):
+//! it is visible in the container's pid namespace from the fork on. Until step 8 it holds
+//! capabilities the container's processes lack, so the kernel's ptrace check (the tracer's
+//! permitted set must cover the target's) refuses them /proc/<pid>/{fd,mem,exe} and ptrace.
+//! From step 8 on its credentials are the container's, and only the non-dumpable flag of
+//! step 3 still refuses them: its mm was made by the host's sgrun, so the override would need
+//! CAP_SYS_PTRACE in the host's user namespace. execve (after seccomp) makes it dumpable
+//! again, as the container's own program. The tests in tests/integration/exec_security.rs
+//! race for it from inside, with the window widened, and win once step 3 is left out.
 
 use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
@@ -48,7 +65,8 @@ pub struct ExecOverrides {
     pub tty: bool,
     pub cwd: Option<String>,
     pub env: Vec<String>,
-    pub user: Option<(u32, Option<u32>)>,
+    /// `-u USER[:GROUP]`, names looked up in the container's /etc/passwd and /etc/group.
+    pub user: Option<crate::users::UserSpec>,
     pub additional_gids: Vec<u32>,
     pub caps: Vec<String>,
     pub no_new_privs: bool,
@@ -92,8 +110,17 @@ struct Prepared {
     env: Vec<CString>,
     path_var: Option<String>,
     tty: bool,
+    /// The caller's terminal size, given to the pty before the command starts (a shell reads
+    /// it once at start; setting it later from the parent would race with that read).
+    winsize: Option<libc::winsize>,
     preserve_fds: i32,
     seccomp: Option<sgrun_seccomp::CompiledSeccomp>,
+    /// False only under the test-only knob (`testonly`): skip step 3.
+    non_dumpable: bool,
+    /// False only under the test-only knob: skip step 9.
+    close_fds: bool,
+    /// Zero except under the test-only knob: widens the window before step 10.
+    pause: std::time::Duration,
 }
 
 struct CapSets {
@@ -106,6 +133,8 @@ struct CapSets {
 
 pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> Result<i32> {
     let _span = info_span!("container", id).entered();
+    // Step 0.
+    ensure_stdio_open()?;
     let exec_err = |message: String| EngineError::Exec {
         id: id.into(),
         message,
@@ -134,7 +163,11 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
     // The profile's own seccomp, when it runs beside the config's: exec gets both, as the
     // init did.
     let extra_seccomp = rt.record(id)?.extra_seccomp;
-    let process = build_process(id, &spec, ov)?;
+    let user = match &ov.user {
+        Some(u) => Some(resolve_user(id, init_pid, u)?),
+        None => None,
+    };
+    let process = build_process(id, &spec, ov, user.as_ref())?;
     drop(lock);
     let compiled = crate::executor::compile_seccomp(
         id,
@@ -165,7 +198,9 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         })?;
     }
 
-    let (go_read, go_write) = pipe()?;
+    // Step 4 is prepared here: the cgroup files are opened by this (privileged) process and
+    // only written by the child.
+    let cgroup_moves = crate::cgroups::self_move_files(id, init_pid)?;
     let (err_read, err_write) = pipe()?;
     let (pty_parent, pty_child) = if prepared.tty {
         let (a, b) =
@@ -189,10 +224,9 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
     })?;
     let child = match fork_result {
         ForkResult::Child => {
-            drop(go_write);
             drop(err_read);
             drop(pty_parent);
-            let err = child_main(&prepared, go_read, pty_child);
+            let err = child_main(&prepared, cgroup_moves, pty_child);
             let mut f = std::fs::File::from(err_write);
             let _ = f.write_all(err.as_bytes());
             // SAFETY: _exit is async-signal-safe and never returns.
@@ -200,11 +234,10 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
         }
         ForkResult::Parent { child } => child,
     };
-    drop(go_read);
     drop(err_write);
     drop(pty_child);
+    drop(cgroup_moves);
 
-    // Step 4: into the container's cgroups before the child goes on.
     let fail = |message: String| -> EngineError {
         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
@@ -213,12 +246,6 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
             message,
         }
     };
-    if let Err(e) = crate::cgroups::join_cgroups_of(id, init_pid, child) {
-        return Err(fail(e.to_string()));
-    }
-    if let Err(e) = std::fs::File::from(go_write).write_all(b"g") {
-        return Err(fail(format!("releasing the child: {e}")));
-    }
 
     // No fd means the child failed before sending it; its error message follows.
     let master = pty_parent.and_then(|sock| recv_fd(&sock).ok());
@@ -265,7 +292,12 @@ pub fn exec(rt: &Runtime, id: &str, ov: &ExecOverrides, opts: &ExecOptions) -> R
 
 /// The process to run: the container's own process with the caller's changes, or a
 /// process.json. Capabilities may only be narrowed relative to the container's bounding set.
-pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Process> {
+pub fn build_process(
+    id: &str,
+    spec: &Spec,
+    ov: &ExecOverrides,
+    user: Option<&crate::users::Resolved>,
+) -> Result<Process> {
     let base = spec.process().clone().unwrap_or_default();
     let mut p = match &ov.process_file {
         Some(path) => {
@@ -317,13 +349,16 @@ pub fn build_process(id: &str, spec: &Spec, ov: &ExecOverrides) -> Result<Proces
         }
         p.set_env(Some(env));
     }
-    if let Some((uid, gid)) = ov.user {
-        let mut user = p.user().clone();
-        user.set_uid(uid);
-        if let Some(g) = gid {
-            user.set_gid(g);
+    if let Some(r) = user {
+        let mut u = p.user().clone();
+        u.set_uid(r.uid);
+        // A numeric uid alone keeps the process's gid, as runc; a name brings its own.
+        if let Some(g) = r.gid {
+            u.set_gid(g);
         }
-        p.set_user(user);
+        // Another user never keeps the container process's supplementary groups.
+        u.set_additional_gids(Some(r.additional_gids.clone()));
+        p.set_user(u);
     }
     if !ov.additional_gids.is_empty() {
         let mut user = p.user().clone();
@@ -418,6 +453,50 @@ pub fn cap_name(c: &oci_spec::runtime::Capability) -> String {
     }
 }
 
+/// `-u`: numbers as given; names from the container's own files (crate::users).
+fn resolve_user(
+    id: &str,
+    init_pid: i32,
+    u: &crate::users::UserSpec,
+) -> Result<crate::users::Resolved> {
+    if u.numeric() {
+        return crate::users::resolve(id, u, None, None);
+    }
+    let passwd = crate::users::read_container_file(id, init_pid, "/etc/passwd")?;
+    let group = crate::users::read_container_file(id, init_pid, "/etc/group")?;
+    crate::users::resolve(id, u, passwd.as_deref(), group.as_deref())
+}
+
+/// Step 0: open /dev/null on any of fds 0-2 the caller left closed. Also called first thing
+/// by `selfprotect::ensure_readonly_exe`, before anything is opened.
+pub fn ensure_stdio_open() -> Result<()> {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the flags of an fd number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| EngineError::io("opening", "/dev/null", e))?;
+            let raw = f.as_raw_fd();
+            if raw != fd {
+                // SAFETY: dup2 onto a closed fd number; `f` is closed after.
+                if unsafe { libc::dup2(raw, fd) } == -1 {
+                    return Err(EngineError::io(
+                        "duplicating onto a closed stdio fd",
+                        "/dev/null",
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            } else {
+                // It landed exactly on the hole: keep it open there.
+                std::mem::forget(f);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn has_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
     spec.linux()
         .as_ref()
@@ -485,6 +564,16 @@ fn prepare(
         .find_map(|e| e.strip_prefix("PATH="))
         .map(str::to_string);
     let args = p.args().clone().unwrap_or_default();
+    let tty = p.terminal().unwrap_or(false);
+    let winsize = if tty {
+        // SAFETY: winsize is plain integers; all zeroes is a valid value.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes one winsize struct that lives on our stack.
+        (unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
+    } else {
+        None
+    };
+    use crate::testonly::{weakened, Weakness};
     Ok(Prepared {
         namespaces,
         rlimits,
@@ -504,9 +593,13 @@ fn prepare(
             .map(|e| cstr(e, "environment entry"))
             .collect::<Result<_>>()?,
         path_var,
-        tty: p.terminal().unwrap_or(false),
+        tty,
+        winsize,
         preserve_fds: opts.preserve_fds,
         seccomp,
+        non_dumpable: !weakened(Weakness::Dumpable),
+        close_fds: !weakened(Weakness::KeepFds),
+        pause: crate::testonly::exec_pause(),
     })
 }
 
@@ -533,20 +626,30 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
 }
 
 /// Runs in the forked child. Returns only on failure, with the message for the parent.
-fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String {
+fn child_main(
+    p: &Prepared,
+    cgroup_moves: Vec<crate::cgroups::SelfMove>,
+    pty_sock: Option<UnixStream>,
+) -> String {
     // Step 3, before anything else.
     // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+    if p.non_dumpable && unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return format!(
             "prctl(PR_SET_DUMPABLE): {}",
             std::io::Error::last_os_error()
         );
     }
-    let mut b = [0u8; 1];
-    match std::fs::File::from(go).read(&mut b) {
-        Ok(1) => {}
-        _ => return "the runtime went away before the process was released".into(),
+    // Step 4: into the container's cgroups, while still host root and before anything else
+    // happens in the container, so every resource the process uses from here on is charged
+    // to the container. "0" moves the calling thread: see cgroups::self_move_files for why.
+    for m in &cgroup_moves {
+        if let Err(e) = (&m.file).write_all(b"0") {
+            return format!("joining the container's cgroup {}: {e}", m.path.display());
+        }
     }
+    // Closed now rather than at execve: writable handles on the container's cgroups have no
+    // business in the process any longer than needed.
+    drop(cgroup_moves);
     // Step 5.
     for (res, soft, hard) in &p.rlimits {
         let lim = libc::rlimit {
@@ -569,7 +672,7 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
     }
     // Step 7.
     if let Some(sock) = pty_sock {
-        if let Err(e) = setup_pty(&sock) {
+        if let Err(e) = setup_pty(&sock, p.winsize.as_ref()) {
             return format!("setting up the terminal: {e}");
         }
     }
@@ -652,14 +755,15 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
     // Step 9: nothing of ours beyond stdio and the preserved fds survives execve.
     let first = 3 + p.preserve_fds.max(0) as u32;
     // SAFETY: close_range only changes flags of fds of this process.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } != 0
+    if p.close_fds
+        && unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } != 0
     {
         return format!("close_range: {}", std::io::Error::last_os_error());
     }
@@ -678,6 +782,16 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None) {
         return format!("unblocking signals: {e}");
     }
+    if !p.non_dumpable {
+        // Test-only weakening: the kernel itself makes a process non-dumpable when its uid
+        // changes (a user namespace's root is another host uid), so leaving out step 3 is
+        // not enough to open the hole there; the knob forces the flag back on.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    }
+    if !p.pause.is_zero() {
+        std::thread::sleep(p.pause);
+    }
     // Step 10.
     if let Some(s) = &p.seccomp {
         if let Err(e) = s.install() {
@@ -690,7 +804,7 @@ fn child_main(p: &Prepared, go: OwnedFd, pty_sock: Option<UnixStream>) -> String
 
 /// Open a pty inside the container's devpts, make it our controlling terminal and stdio,
 /// and hand the master to the parent.
-fn setup_pty(sock: &UnixStream) -> std::io::Result<()> {
+fn setup_pty(sock: &UnixStream, winsize: Option<&libc::winsize>) -> std::io::Result<()> {
     use nix::fcntl::OFlag;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
     nix::pty::grantpt(&master)?;
@@ -703,6 +817,16 @@ fn setup_pty(sock: &UnixStream) -> std::io::Result<()> {
     )?;
     // SAFETY: open returned a fresh fd that nothing else owns.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    if let Some(ws) = winsize {
+        // SAFETY: TIOCSWINSZ reads one winsize struct that outlives the call.
+        unsafe {
+            libc::ioctl(
+                slave.as_raw_fd(),
+                libc::TIOCSWINSZ,
+                ws as *const libc::winsize,
+            )
+        };
+    }
     send_fd(sock, master.as_fd())?;
     drop(master);
     nix::unistd::setsid()?;

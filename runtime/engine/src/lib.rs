@@ -24,5 +24,8 @@ pub mod namedcg;
 pub mod nschild;
 pub mod run;
 pub mod selfprotect;
+pub mod stats;
 pub mod supervise;
+pub mod testonly;
 pub mod tmpcopyup;
+pub mod users;

@@ -3,6 +3,11 @@
 //! a signal), and with a terminal the pty is proxied, the window size follows ours and raw
 //! mode is restored on the way out.
 //!
+//! When the caller's terminal goes away (SIGHUP, or its read end reports hangup), the
+//! process's session is hung up too: SIGHUP to it, the pty closed, and after a grace period
+//! SIGKILL to every process still in that session, so a vanished SRE terminal leaves no
+//! shell or background job behind in the tenant's container.
+//!
 //! Signals are blocked *before* the process is forked and read from a signalfd afterwards, so
 //! a child that exits at once cannot lose its SIGCHLD (youki's foreground run hangs on that).
 
@@ -89,14 +94,34 @@ pub fn wait_forwarding(pid: Pid, pty: Option<PtyProxy>) -> nix::Result<i32> {
         &SigSet::all(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )?;
+    let mut pty = pty;
     let _raw = pty.as_ref().map(|_| RawMode::enter());
     if let Some(p) = &pty {
         copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
     }
     let stdin = std::io::stdin();
+    let stdin_is_tty = nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false);
     let mut stdin_open = pty.is_some();
     let mut buf = [0u8; 16 * 1024];
+    // Set once the caller's terminal is gone: when the session gets SIGKILL.
+    let mut kill_at: Option<std::time::Instant> = None;
     loop {
+        if let Some(at) = kill_at {
+            if std::time::Instant::now() >= at {
+                kill_session(pid, Signal::SIGKILL);
+                kill_at = Some(at + HANGUP_GRACE);
+            }
+        }
+        let timeout = match kill_at {
+            Some(at) => PollTimeout::try_from(
+                at.saturating_duration_since(std::time::Instant::now())
+                    .as_millis()
+                    .min(60_000) as i32
+                    + 1,
+            )
+            .unwrap_or(PollTimeout::NONE),
+            None => PollTimeout::NONE,
+        };
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         if let Some(p) = &pty {
             fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
@@ -104,7 +129,7 @@ pub fn wait_forwarding(pid: Pid, pty: Option<PtyProxy>) -> nix::Result<i32> {
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        match poll(&mut fds, timeout) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
             Ok(_) => {}
@@ -114,6 +139,7 @@ pub fn wait_forwarding(pid: Pid, pty: Option<PtyProxy>) -> nix::Result<i32> {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        let mut hung_up = false;
         if let Some(p) = &pty {
             if ready.get(1) == Some(&true) {
                 // Output of the process: copy to our stdout.
@@ -125,6 +151,9 @@ pub fn wait_forwarding(pid: Pid, pty: Option<PtyProxy>) -> nix::Result<i32> {
             if stdin_open && ready.get(2) == Some(&true) {
                 match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
                     Ok(n) if n > 0 => write_all(p.master.as_raw_fd(), &buf[..n]),
+                    // A terminal in raw mode never reads as end-of-file: it was hung up.
+                    _ if stdin_is_tty => hung_up = true,
+                    // A pipe or file ended: the process keeps its terminal.
                     _ => stdin_open = false,
                 }
             }
@@ -139,6 +168,8 @@ pub fn wait_forwarding(pid: Pid, pty: Option<PtyProxy>) -> nix::Result<i32> {
                         }
                         return Ok(code);
                     }
+                } else if signo == libc::SIGHUP && pty.is_some() {
+                    hung_up = true;
                 } else if signo == libc::SIGWINCH {
                     if let Some(p) = &pty {
                         copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
@@ -147,6 +178,50 @@ pub fn wait_forwarding(pid: Pid, pty: Option<PtyProxy>) -> nix::Result<i32> {
                     let _ = kill(pid, sig);
                 }
             }
+        }
+        if hung_up && kill_at.is_none() {
+            // The caller's terminal is gone. Hang up the process's session as a terminal
+            // would: SIGHUP, then close our end of the pty (the kernel hangs up its side),
+            // then SIGKILL whatever of the session ignored that.
+            tracing::info!(pid = pid.as_raw(), "terminal gone: hanging up the session");
+            kill_session(pid, Signal::SIGHUP);
+            let _ = kill(pid, Signal::SIGCONT);
+            pty = None;
+            stdin_open = false;
+            kill_at = Some(std::time::Instant::now() + HANGUP_GRACE);
+        }
+    }
+}
+
+/// How long a hung-up session has to exit before it gets SIGKILL.
+const HANGUP_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Signal `leader` and every process in the session it leads (host pids, from /proc: the
+/// session survives its members' process groups, so background jobs are found too).
+fn kill_session(leader: Pid, sig: Signal) {
+    let _ = kill(leader, sig);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which may hold spaces and parentheses): state, ppid,
+        // pgrp, session.
+        let session = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(3))
+            .and_then(|s| s.parse::<i32>().ok());
+        if session == Some(leader.as_raw()) && pid != leader.as_raw() {
+            let _ = kill(Pid::from_raw(pid), sig);
         }
     }
 }

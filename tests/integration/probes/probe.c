@@ -17,6 +17,13 @@
  *   projid DIR [ID]        FS_IOC_FSGETXATTR: prints "ok <project id>"; with ID,
  *                          FS_IOC_FSSETXATTR re-tags DIR to project ID (other flags kept):
  *                          "ok 0" or "errno N <text>".
+ *   race SECONDS LOG       the CVE-2016-9962 attacker: for SECONDS, watch /proc for new
+ *                          processes and, until each runs a program of the image (its exe ends
+ *                          in "busybox"), keep trying to read /proc/PID/exe and the links in /proc/PID/fd
+ *                          and to open /proc/PID/mem. Appends to LOG: "start", then per pid
+ *                          "seen PID", "denied PID errno N" (first refusal), "reached PID
+ *                          exe=TARGET fds=LINKS" when the kernel let it in before the program
+ *                          of the image ran, "clean PID" once it runs one; "end" at the end.
  *
  * Output: "ok <return value>" (exit 0), or "errno <n> <text>" (exit 1). A usage error exits 2.
  * Built with `cc -static` by the test harness at test time; it uses raw syscall(2) so glibc
@@ -24,7 +31,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +211,121 @@ static int all_calls(void)
     return 0;
 }
 
+
+/* The attacker of `race` (see the usage above). Read-only: it never writes to its targets. */
+#define RACE_MAX 4096
+static int race_log_fd = -1;
+static void race_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#include <stdarg.h>
+static void race_log(const char *fmt, ...)
+{
+    char line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof line - 2)
+        n = sizeof line - 2;
+    line[n++] = '\n';
+    if (write(race_log_fd, line, n) < 0)
+        _exit(3);
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static int race(const char *seconds, const char *log)
+{
+    race_log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (race_log_fd < 0) {
+        perror(log);
+        return 2;
+    }
+    /* state per pid: 0 unseen, 1 watching (denied so far), 2 watching, 3 done */
+    static unsigned char state[1 << 22];
+    pid_t self = getpid();
+    time_t end = time(NULL) + (time_t)number(seconds);
+    /* Everything alive at start is not a target (the init, us). */
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        long pid = strtol(e->d_name, NULL, 10);
+        if (pid > 0 && pid < (1 << 22))
+            state[pid] = 3;
+    }
+    if (d)
+        closedir(d);
+    race_log("start");
+    while (time(NULL) < end) {
+        d = opendir("/proc");
+        if (!d)
+            return 2;
+        while ((e = readdir(d))) {
+            long pid = strtol(e->d_name, NULL, 10);
+            if (pid <= 0 || pid >= (1 << 22) || pid == self || state[pid] == 3)
+                continue;
+            if (state[pid] == 0) {
+                race_log("seen %ld", pid);
+                state[pid] = 2;
+            }
+            char path[64], exe[4096];
+            /* /proc/PID/exe is the gate: reading it needs the same ptrace access as the fd
+             * links and mem, and it is the CVE-2019-5736 handle itself. Checked first and
+             * alone, so that an execve between two checks cannot be mistaken for a hole. */
+            snprintf(path, sizeof path, "/proc/%ld/exe", pid);
+            ssize_t n = readlink(path, exe, sizeof exe - 1);
+            if (n < 0) {
+                int err = errno;
+                if (err == ENOENT || err == ESRCH) {
+                    state[pid] = 3;
+                } else if (state[pid] == 2) {
+                    race_log("denied %ld errno %d", pid, err);
+                    state[pid] = 1;
+                }
+                continue;
+            }
+            exe[n] = 0;
+            if (ends_with(exe, "busybox")) {
+                race_log("clean %ld", pid);
+                state[pid] = 3;
+                continue;
+            }
+            snprintf(path, sizeof path, "/proc/%ld/mem", pid);
+            int mem = open(path, O_RDONLY | O_CLOEXEC);
+            if (mem >= 0)
+                close(mem);
+            /* In before the image's program: collect what the fds are. */
+            char fds[4096] = "";
+            snprintf(path, sizeof path, "/proc/%ld/fd", pid);
+            DIR *fd = opendir(path);
+            struct dirent *f;
+            while (fd && (f = readdir(fd))) {
+                if (f->d_name[0] == '.')
+                    continue;
+                char lp[300], target[512];
+                snprintf(lp, sizeof lp, "/proc/%ld/fd/%s", pid, f->d_name);
+                ssize_t m = readlink(lp, target, sizeof target - 1);
+                target[m < 0 ? 0 : m] = 0;
+                size_t used = strlen(fds);
+                snprintf(fds + used, sizeof fds - used, "%s%s=%s", used ? "," : "", f->d_name,
+                         m < 0 ? "?" : target);
+            }
+            if (fd)
+                closedir(fd);
+            race_log("reached %ld exe=%s mem=%s fds=%s", pid, exe, mem >= 0 ? "open" : "denied", fds);
+            state[pid] = 3;
+        }
+        closedir(d);
+    }
+    race_log("end");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     long ret;
@@ -222,6 +346,8 @@ int main(int argc, char **argv)
         return all_calls();
     else if (!strcmp(call, "btrfs") && argc == 3)
         return btrfs_calls(argv[2]);
+    else if (!strcmp(call, "race") && argc == 4)
+        return race(argv[2], argv[3]);
     else if (!strcmp(call, "projid") && (argc == 3 || argc == 4))
         return projid(argv[2], argc == 4 ? argv[3] : NULL);
     else {
