@@ -330,6 +330,48 @@ impl Service {
         f(c)
     }
 
+    /// Pause (`freeze`) or resume a running task: only from the state the verb expects, the
+    /// state recorded only if nothing changed it meanwhile (an exit wins), then the event.
+    async fn set_frozen(&self, id: &str, freeze: bool) -> TResult<Empty> {
+        let (from, to, verb) = match freeze {
+            true => (State::Running, State::Paused, "pause"),
+            false => (State::Paused, State::Running, "resume"),
+        };
+        let (rt, state) = self.with(id, |c| Ok((c.rt.clone(), c.init.state)))?;
+        if state != from {
+            let want = if freeze { "running" } else { "paused" };
+            return Err(wrong_state(id, "", state, verb, want).into());
+        }
+        match freeze {
+            true => rt.pause(id).await?,
+            false => rt.resume(id).await?,
+        }
+        self.with(id, |c| {
+            if c.init.state == from {
+                c.init.state = to;
+            }
+            Ok(())
+        })?;
+        let container_id = id.to_string();
+        match freeze {
+            true => {
+                let event = TaskPaused {
+                    container_id,
+                    ..Default::default()
+                };
+                self.publish(topics::TASK_PAUSED_EVENT_TOPIC, event).await
+            }
+            false => {
+                let event = TaskResumed {
+                    container_id,
+                    ..Default::default()
+                };
+                self.publish(topics::TASK_RESUMED_EVENT_TOPIC, event).await
+            }
+        }
+        Ok(Empty::default())
+    }
+
     /// Publishes a task event. The envelope is built here rather than by the crate's
     /// `publish`, which names the event through its protobuf descriptor: building the
     /// descriptors of the events package costs a few hundred kB of heap in every shim, for a
@@ -971,49 +1013,11 @@ impl Task for Service {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TResult<Empty> {
-        let (rt, state) = self.with(&req.id, |c| Ok((c.rt.clone(), c.init.state)))?;
-        if state != State::Running {
-            return Err(wrong_state(&req.id, "", state, "pause", "running").into());
-        }
-        rt.pause(&req.id).await?;
-        self.with(&req.id, |c| {
-            if c.init.state == State::Running {
-                c.init.state = State::Paused;
-            }
-            Ok(())
-        })?;
-        self.publish(
-            topics::TASK_PAUSED_EVENT_TOPIC,
-            TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            },
-        )
-        .await;
-        Ok(Empty::default())
+        self.set_frozen(&req.id, true).await
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TResult<Empty> {
-        let (rt, state) = self.with(&req.id, |c| Ok((c.rt.clone(), c.init.state)))?;
-        if state != State::Paused {
-            return Err(wrong_state(&req.id, "", state, "resume", "paused").into());
-        }
-        rt.resume(&req.id).await?;
-        self.with(&req.id, |c| {
-            if c.init.state == State::Paused {
-                c.init.state = State::Running;
-            }
-            Ok(())
-        })?;
-        self.publish(
-            topics::TASK_RESUMED_EVENT_TOPIC,
-            TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            },
-        )
-        .await;
-        Ok(Empty::default())
+        self.set_frozen(&req.id, false).await
     }
 
     async fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> TResult<Empty> {

@@ -237,19 +237,7 @@ pub fn run(cmd: ImageCommand, state_dir: &Path) -> Result<u8> {
                     &out.recipe_hash[..12]
                 );
             } else {
-                println!(
-                    "image {} built in {:.1} s: sha256:{}, {} on disk, {} entries{}",
-                    names_of(img),
-                    out.seconds,
-                    img.id,
-                    human_size(img.meta.disk_usage),
-                    img.meta.files,
-                    if out.committed.new_content {
-                        ""
-                    } else {
-                        " (the same tree was in the store already)"
-                    }
-                );
+                print_committed("built", img, out.seconds, out.committed.new_content);
             }
             if let Some(old) = &out.committed.replaced {
                 eprintln!(
@@ -303,19 +291,7 @@ pub fn run(cmd: ImageCommand, state_dir: &Path) -> Result<u8> {
                     img.id
                 );
             } else {
-                println!(
-                    "image {} imported in {:.1} s: sha256:{}, {} on disk, {} entries{}",
-                    names_of(img),
-                    out.seconds,
-                    img.id,
-                    human_size(img.meta.disk_usage),
-                    img.meta.files,
-                    if out.committed.new_content {
-                        ""
-                    } else {
-                        " (the same tree was in the store already)"
-                    }
-                );
+                print_committed("imported", img, out.seconds, out.committed.new_content);
             }
             let s = &out.stats;
             if s.stripped_setid > 0 || s.stripped_caps > 0 {
@@ -499,4 +475,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// The one line a person reads after a build or an import.
+fn print_committed(verb: &str, img: &sgrun_images::Image, seconds: f64, new_content: bool) {
+    println!(
+        "image {} {verb} in {seconds:.1} s: sha256:{}, {} on disk, {} entries{}",
+        names_of(img),
+        img.id,
+        human_size(img.meta.disk_usage),
+        img.meta.files,
+        if new_content {
+            ""
+        } else {
+            " (the same tree was in the store already)"
+        }
+    );
 }

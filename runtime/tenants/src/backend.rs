@@ -206,6 +206,26 @@ pub(crate) fn run_tool(tool: &'static str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The last steps of a pool backend's create: the tenant's directory `dir` (inside the pool)
+/// becomes its volume root (owned by its mapped root, 0700) and is bind-mounted at the
+/// volume's mount path, each step pushed onto `undo`.
+pub(crate) fn expose_pool_dir(v: &Volume, dir: &Path, undo: &mut Rollback) -> Result<()> {
+    std::os::unix::fs::chown(dir, Some(v.uid), Some(v.gid))
+        .map_err(TenantError::io("chown volume", dir))?;
+    set_mode(dir, 0o700)?;
+    let target = v.mount_path();
+    mkdir(&target, 0o700)?;
+    let t = target.clone();
+    undo.push("remove mount point", move || {
+        fs::remove_dir(&t).map_err(TenantError::io("remove mount point", &t))
+    });
+    fail_point(&v.name, "after-attach")?;
+    loopdev::bind_mount(dir, &target)?;
+    let t = target.clone();
+    undo.push("unmount", move || loopdev::umount(&t));
+    fail_point(&v.name, "after-mount")
+}
+
 pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<()> {
     fs::DirBuilder::new()
         .mode(mode)

@@ -21,8 +21,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::backend::{
-    fail_point, mkdir, remove_tree, set_mode, sync_fs, walk_count, Rollback, StorageBackend, Usage,
-    Volume,
+    expose_pool_dir, fail_point, mkdir, remove_tree, sync_fs, walk_count, Rollback, StorageBackend,
+    Usage, Volume,
 };
 use crate::error::{Result, TenantError};
 use crate::loopdev;
@@ -329,21 +329,7 @@ impl StorageBackend for BtrfsBackend {
 
         let id = subvol_id(&subvol)?;
         qgroup_limit(&subvol, id, Some(v.size))?;
-        std::os::unix::fs::chown(&subvol, Some(v.uid), Some(v.gid))
-            .map_err(TenantError::io("chown volume", &subvol))?;
-        set_mode(&subvol, 0o700)?;
-
-        let target = v.mount_path();
-        mkdir(&target, 0o700)?;
-        let t = target.clone();
-        undo.push("remove mount point", move || {
-            fs::remove_dir(&t).map_err(TenantError::io("remove mount point", &t))
-        });
-        fail_point(&v.name, "after-attach")?;
-        loopdev::bind_mount(&subvol, &target)?;
-        let t = target.clone();
-        undo.push("unmount", move || loopdev::umount(&t));
-        fail_point(&v.name, "after-mount")?;
+        expose_pool_dir(v, &subvol, &mut undo)?;
         undo.commit();
         tracing::info!(subvolume = %subvol.display(), qgroup = format!("0/{id}"), "btrfs volume created");
         Ok(())

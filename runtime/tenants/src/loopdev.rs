@@ -189,7 +189,12 @@ pub fn detach_if_backed_by(device: &Path, image: &Path) -> Result<()> {
     if backing_file(device).as_deref() != Some(image) {
         return Ok(());
     }
-    let dev = OpenOptions::new()
+    let dev = open_device(device)?;
+    detach(device, &dev)
+}
+
+fn open_device(device: &Path) -> Result<std::fs::File> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(device)
@@ -197,21 +202,12 @@ pub fn detach_if_backed_by(device: &Path, image: &Path) -> Result<()> {
             op: "open",
             device: device.into(),
             source,
-        })?;
-    detach(device, &dev)
+        })
 }
 
 /// Tell the loop driver that the backing file grew.
 pub fn set_capacity(device: &Path) -> Result<()> {
-    let dev = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(device)
-        .map_err(|source| TenantError::Loop {
-            op: "open",
-            device: device.into(),
-            source,
-        })?;
+    let dev = open_device(device)?;
     // SAFETY: LOOP_SET_CAPACITY takes no argument.
     let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_CAPACITY) };
     if rc != 0 {

@@ -22,7 +22,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::backend::{
-    fail_point, mkdir, remove_tree, set_mode, Rollback, StorageBackend, Usage, Volume,
+    expose_pool_dir, fail_point, mkdir, remove_tree, Rollback, StorageBackend, Usage, Volume,
 };
 use crate::error::{Result, TenantError};
 use crate::loopdev;
@@ -249,21 +249,7 @@ impl StorageBackend for ProjQuotaBackend {
         set_limits(&parent, v.project_id, v.size, v.inodes)?;
         let (p, id) = (parent.clone(), v.project_id);
         undo.push("clear the project limits", move || set_limits(&p, id, 0, 0));
-        std::os::unix::fs::chown(&data, Some(v.uid), Some(v.gid))
-            .map_err(TenantError::io("chown volume", &data))?;
-        set_mode(&data, 0o700)?;
-
-        let target = v.mount_path();
-        mkdir(&target, 0o700)?;
-        let t = target.clone();
-        undo.push("remove mount point", move || {
-            fs::remove_dir(&t).map_err(TenantError::io("remove mount point", &t))
-        });
-        fail_point(&v.name, "after-attach")?;
-        loopdev::bind_mount(&data, &target)?;
-        let t = target.clone();
-        undo.push("unmount", move || loopdev::umount(&t));
-        fail_point(&v.name, "after-mount")?;
+        expose_pool_dir(v, &data, &mut undo)?;
         undo.commit();
         tracing::info!(dir = %data.display(), project = v.project_id, "project-quota volume created");
         Ok(())
