@@ -123,3 +123,64 @@ fn missing_console_socket_is_refused() {
     // Last, so that the checks above run whatever this says.
     create_out.stderr_has(&[sock.to_str().unwrap()]);
 }
+
+/// `process.consoleSize` is the terminal's size from the first byte, for the init and for an
+/// exec (containerd passes the client's size there, as runc applies it); without it a program
+/// starting on the terminal sees 0x0 until the first resize.
+#[test]
+fn console_size_is_applied_to_init_and_exec() {
+    let env = TestEnv::new("ttysize");
+    let sock = ConsoleSocket::bind(&env.path().join("console.sock"));
+    let bundle = env
+        .bundle()
+        .terminal(true)
+        .sh("stty size; sleep 1000")
+        .edit(|c| c["process"]["consoleSize"] = serde_json::json!({"height": 33, "width": 77}));
+    let c = env.container("t", bundle);
+    c.create_args(&["--console-socket", sock.path.to_str().unwrap()])
+        .ok();
+    let master = sock
+        .recv_master(Duration::from_secs(5))
+        .expect("the pty master arrives on the console socket during create");
+    c.start();
+    let text = read_pty_until(&master, "33 77", Duration::from_secs(10));
+    assert!(text.contains("33 77"), "init: stty size said {text:?}");
+
+    let process = env.path().join("process.json");
+    std::fs::write(
+        &process,
+        serde_json::to_vec(&serde_json::json!({
+            "terminal": true, "consoleSize": {"height": 40, "width": 120},
+            "user": {"uid": 0, "gid": 0}, "cwd": "/",
+            "env": ["PATH=/bin:/usr/bin"], "args": ["stty", "size"],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let sock = ConsoleSocket::bind(&env.path().join("exec.sock"));
+    let run = env.sg.spawn([
+        "exec",
+        "--process",
+        process.to_str().unwrap(),
+        "--console-socket",
+        sock.path.to_str().unwrap(),
+        &c.id,
+    ]);
+    let master = match sock.recv_master(Duration::from_secs(10)) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}; exec: {}", run.wait(Duration::from_secs(10))),
+    };
+    let text = read_pty(&master, Duration::from_secs(10));
+    run.wait(Duration::from_secs(10)).ok();
+    assert!(text.contains("40 120"), "exec: stty size said {text:?}");
+}
+
+/// What the pty printed until `want` appears (the init keeps running, so no EOF comes).
+fn read_pty_until(master: &std::os::fd::OwnedFd, want: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline && !text.contains(want) {
+        text.push_str(&read_pty(master, Duration::from_millis(300)));
+    }
+    text
+}

@@ -565,13 +565,21 @@ fn prepare(
         .map(str::to_string);
     let args = p.args().clone().unwrap_or_default();
     let tty = p.terminal().unwrap_or(false);
-    let winsize = if tty {
+    // The config's consoleSize first (containerd sends the client's size there, as runc
+    // applies it), else the size of the caller's own terminal.
+    let given = p
+        .console_size()
+        .as_ref()
+        .map(|b| crate::executor::winsize(b.height(), b.width()));
+    let winsize = if !tty {
+        None
+    } else if given.is_some() {
+        given
+    } else {
         // SAFETY: winsize is plain integers; all zeroes is a valid value.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: TIOCGWINSZ writes one winsize struct that lives on our stack.
         (unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
-    } else {
-        None
     };
     use crate::testonly::{weakened, Weakness};
     Ok(Prepared {

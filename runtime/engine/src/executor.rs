@@ -50,6 +50,27 @@ impl Executor for SgrunExecutor {
         let program = CString::new(program.into_os_string().into_encoded_bytes())
             .map_err(|_| ExecutorError::Other("program path contains a NUL byte".into()))?;
 
+        // The terminal's size from the config, before the filter (which may not allow the
+        // ioctl): containerd passes the client's size in consoleSize, and runc applies it.
+        if let Some(p) = spec
+            .process()
+            .as_ref()
+            .filter(|p| p.terminal() == Some(true))
+        {
+            if let Some(b) = p.console_size() {
+                let ws = winsize(b.height(), b.width());
+                // SAFETY: TIOCSWINSZ reads one winsize struct that outlives the call; fd 0 is
+                // the terminal libcontainer set up for a process with `terminal: true`.
+                if unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCSWINSZ, &ws) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(ExecutorError::Other(format!(
+                        "setting the terminal size {}x{} from consoleSize: {e}",
+                        b.width(),
+                        b.height()
+                    )));
+                }
+            }
+        }
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .map_err(|e| ExecutorError::Other(format!("unblocking signals: {e}")))?;
         if let Some(seccomp) = &self.seccomp {
@@ -88,6 +109,17 @@ impl Executor for SgrunExecutor {
                 path.as_deref().unwrap_or(DEFAULT_PATH)
             ))),
         }
+    }
+}
+
+/// A terminal size of `rows` x `cols` (OCI consoleSize's height and width), clamped to what
+/// the kernel's struct holds.
+pub fn winsize(rows: u64, cols: u64) -> libc::winsize {
+    libc::winsize {
+        ws_row: rows.min(u16::MAX as u64) as u16,
+        ws_col: cols.min(u16::MAX as u64) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
     }
 }
 
