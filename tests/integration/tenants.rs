@@ -949,3 +949,48 @@ fn mount_all_after_a_restart_brings_back_pools_and_volumes() {
     env.run(&["tenant", "pool", "rm", "btrfs"]).ok();
     assert!(env.mounts().is_empty() && env.loop_devices().is_empty());
 }
+
+/// A relative `--state-dir` is made absolute first: the backends compare volume paths with
+/// mountinfo's (absolute) ones, and a relative path would never match, so `mount` would stack
+/// a second mount on a second loop device.
+#[test]
+fn relative_state_dir_is_made_absolute() {
+    let env = TenantEnv::new("relstate");
+    let parent = env.state.parent().unwrap().to_path_buf();
+    let rel = env.state.file_name().unwrap().to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(sgrun_bin())
+            .current_dir(&parent)
+            .arg("--state-dir")
+            .arg(&rel)
+            .args(args)
+            .env_remove("SGRUN_TEST_FAIL_AT")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sgrun {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "tenant",
+        "create",
+        "rel",
+        "--storage",
+        "64M",
+        "--inodes",
+        "2048",
+    ]);
+    let show: Value = serde_json::from_str(&run(&["tenant", "show", "rel", "--json"])).unwrap();
+    assert_eq!(show["mounted"], true, "{show}");
+    // Mounting again finds the volume mounted: still one mount, one loop device.
+    run(&["tenant", "mount", "rel"]);
+    run(&["tenant", "mount", "--all"]);
+    let vol = env.volume("rel");
+    assert_eq!(
+        env.mounts().iter().filter(|m| **m == vol).count(),
+        1,
+        "{:?}",
+        env.mounts()
+    );
+    assert_eq!(env.loop_devices().len(), 1, "{:?}", env.loop_devices());
+    run(&["tenant", "rm", "--purge", "rel"]);
+}

@@ -262,10 +262,14 @@ impl Command {
     }
 }
 
-pub fn run(cli: Cli) -> Result<u8> {
+pub fn run(mut cli: Cli) -> Result<u8> {
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup is not supported: sgrun manages cgroups through cgroupfs; drop the flag (containerd: SystemdCgroup = false)");
     }
+    // Absolute from here on: the backends compare the volume paths with mountinfo's, which
+    // are absolute (a relative --state-dir would never match, and a second mount be stacked).
+    cli.state_dir = std::path::absolute(&cli.state_dir)
+        .with_context(|| format!("--state-dir {}", cli.state_dir.display()))?;
     // Tenants' containers (io.sgrun.tenant) get their root filesystem from sgrun-rootfs.
     let rootfs = std::sync::Arc::new(crate::rootfs::TenantRootfsProvider(
         sgrun_rootfs::TenantRootfs::new(&cli.state_dir),
