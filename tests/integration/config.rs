@@ -325,7 +325,9 @@ fn loopback_is_up_in_a_new_network_namespace() {
     let env = TestEnv::new("lo");
     // The listener may take a while to start on a loaded machine: connect until it answers
     // (a down lo refuses at once, every time), then wait for it to write what it got.
-    let script = "cat /sys/class/net/lo/flags; nc -l -p 8080 > /tmp/got & l=$!; \
+    // The listener's stdin stays open for a while: busybox nc ends a connection when its
+    // stdin ends, and /dev/null would end it before the data arrives.
+    let script = "cat /sys/class/net/lo/flags; sleep 5 | nc -l -p 8080 > /tmp/got & l=$!; \
                   i=0; until echo over-loopback | nc 127.0.0.1 8080 2>/dev/null; do \
                   i=$((i+1)); [ $i -ge 100 ] && break; sleep 0.1; done; wait $l; cat /tmp/got";
     for (tag, bundle) in [
