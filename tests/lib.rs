@@ -1433,3 +1433,20 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Run a shell script on the host as uid/gid `id` (a tenant's mapped root), without
+/// supplementary groups or any privilege.
+pub fn sh_as(id: impl Into<u64>, script: &str) -> std::process::Output {
+    let id = id.into();
+    std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={id}"),
+            &format!("--regid={id}"),
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("run setpriv")
+}

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sgrun_tests::{rootfs, sgrun_bin, Bundle, Container, Out, TestEnv};
+use sgrun_tests::{rootfs, sgrun_bin, sh_as, Bundle, Container, Out, TestEnv};
 
 const IMAGE: &str = "busybox";
 
@@ -240,21 +240,6 @@ impl Drop for RootfsEnv {
 fn host_pid_stat(pid: i32, path: &str) -> fs::Metadata {
     let p = format!("/proc/{pid}/root{path}");
     fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {p}: {e}"))
-}
-
-/// Run `script` on the host as uid/gid `id` (a tenant's mapped root, without privileges).
-fn sh_as(id: u32, script: &str) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            &format!("--reuid={id}"),
-            &format!("--regid={id}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("run setpriv")
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use sgrun_tests::{require_root, sgrun_bin, Out, TestEnv};
+use sgrun_tests::{require_root, sgrun_bin, sh_as, Out, TestEnv};
 
 struct TenantEnv {
     state: PathBuf,
@@ -189,21 +189,6 @@ impl Drop for TenantEnv {
         }
         let _ = fs::remove_dir_all(&self.state);
     }
-}
-
-/// Run a shell script as host uid/gid `id` (the tenant's mapped root), no supplementary groups.
-fn sh_as(id: u64, script: &str) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            &format!("--reuid={id}"),
-            &format!("--regid={id}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("run setpriv")
 }
 
 #[test]
