@@ -20,9 +20,9 @@ shim=(python3-grpcio python3-grpc-tools bsdutils)
 # e2fsprogs/xfsprogs: mkfs.ext4 and mkfs.xfs are copied into the guest for the project-quota tests.
 vm=(qemu-system-x86 cpio lz4 e2fsprogs xfsprogs)
 bench=(hyperfine time)
-# The WordPress site: its image (mmdebstrap from deb.debian.org), its tests (curl over the
+# The WordPress sites: their image (mmdebstrap from deb.debian.org), the front proxy (nginx-light: `sgrun proxy`), their tests (curl over the
 # site's unix socket, python3 for the id-shifted copy and the audit listener).
-wordpress=(mmdebstrap curl python3 linux-libc-dev)
+wordpress=(mmdebstrap curl python3 linux-libc-dev nginx-light)
 
 pkgs=("${build[@]}")
 case $what in
