@@ -120,6 +120,10 @@ pub enum Command {
     /// Images: build, import, ls, inspect, verify, rm (read-only base trees, content-addressed)
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
+    /// Sites: a tenant's WordPress stack; create, start, stop, restart, status, ls, logs,
+    /// stats, rm
+    #[command(subcommand)]
+    Site(crate::site::SiteCommand),
     /// ps, stats, events, inspect, logs (runtime/cli/src/toolbox.rs)
     #[command(flatten)]
     Toolbox(crate::toolbox::ToolboxCommand),
@@ -270,6 +274,9 @@ pub fn run(mut cli: Cli) -> Result<u8> {
     // are absolute (a relative --state-dir would never match, and a second mount be stacked).
     cli.state_dir = std::path::absolute(&cli.state_dir)
         .with_context(|| format!("--state-dir {}", cli.state_dir.display()))?;
+    // A site's name (TENANT/SITE) stands for its container wherever a container id is
+    // taken by exec and the toolbox: a '/' never occurs in a container id.
+    crate::site::resolve_site_names(&mut cli.command, &cli.state_dir)?;
     // Tenants' containers (io.sgrun.tenant) get their root filesystem from sgrun-rootfs.
     let rootfs = std::sync::Arc::new(crate::rootfs::TenantRootfsProvider(
         sgrun_rootfs::TenantRootfs::new(&cli.state_dir),
@@ -391,6 +398,14 @@ pub fn run(mut cli: Cli) -> Result<u8> {
         Command::Profile(cmd) => crate::profile::run(cmd, &cli.profiles_dir),
         Command::Tenant(cmd) => crate::tenant::run(cmd, &cli.state_dir),
         Command::Image(cmd) => crate::image::run(cmd, &cli.state_dir),
+        Command::Site(cmd) => crate::site::run(
+            cmd,
+            &crate::site::Ctx {
+                state_dir: &cli.state_dir,
+                root: &cli.root,
+                profiles_dir: &cli.profiles_dir,
+            },
+        ),
         Command::Toolbox(cmd) => crate::toolbox::run(cmd, rt()?, &cli.state_dir),
         Command::Spec {
             bundle,

@@ -5,7 +5,9 @@ mod commands;
 mod image;
 mod log;
 mod profile;
+mod proxy;
 mod rootfs;
+mod site;
 mod tenant;
 mod toolbox;
 

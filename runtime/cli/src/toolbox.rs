@@ -80,18 +80,22 @@ pub enum ToolboxCommand {
         /// Container id
         id: String,
     },
-    /// The output log of a container, where one exists
+    /// The output log of a site (TENANT/SITE, or its container TENANT.SITE)
     ///
-    /// sgrun itself keeps no copy of a container's output: a detached container writes to
-    /// the stdout and stderr it was started with (containerd's shim keeps those for the
-    /// containers it runs). This command says so rather than inventing one.
+    /// A site's shim hands the stack a console log (<state-dir>/sites/TENANT/SITE/console.log)
+    /// and this prints it. Other containers have none: sgrun keeps no copy of a container's
+    /// output (a detached container writes to the stdout and stderr it was started with;
+    /// containerd's shim keeps those for the containers it runs), and this command says so.
     #[command(verbatim_doc_comment)]
     Logs {
-        /// Container id
+        /// Container id, or a site (TENANT/SITE): its console log
         id: String,
         /// Keep printing new lines
         #[arg(short, long)]
         follow: bool,
+        /// Only the last N lines
+        #[arg(short = 'n', long)]
+        tail: Option<usize>,
         /// Only lines newer than this (e.g. 10m, 1h, or an RFC 3339 time)
         #[arg(long)]
         since: Option<String>,
@@ -141,9 +145,32 @@ pub fn run(cmd: ToolboxCommand, rt: Runtime, state_dir: &std::path::Path) -> Res
             writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&v)?)?;
             Ok(0)
         }
-        ToolboxCommand::Logs { id, since, .. } => {
+        ToolboxCommand::Logs {
+            id,
+            since,
+            follow,
+            tail,
+        } => {
             if let Some(s) = &since {
                 parse_since(s)?;
+            }
+            let site_name = match id.split_once('.') {
+                Some((t, s)) if !id.contains('/') => format!("{t}/{s}"),
+                _ => id.clone(),
+            };
+            let is_site = id.contains('/')
+                || sgrun_sites::SiteRef::parse(&site_name).is_ok_and(|r| {
+                    sgrun_sites::Layout::new(state_dir, std::path::Path::new("/"))
+                        .load(&r)
+                        .is_ok()
+                });
+            if is_site {
+                let id = site_name;
+                if since.is_some() {
+                    bail!("--since: a site's console log carries no timestamps (its processes write it directly); use --tail N, or `sgrun events {id}` for timed events");
+                }
+                crate::site::site_logs(&id, state_dir, follow, tail)?;
+                return Ok(0);
             }
             // The container must exist: an unknown id is its own error.
             rt.state(&id)?;
@@ -344,7 +371,7 @@ fn stats_table(now: &[Sample], prev: &[Sample]) -> String {
     t
 }
 
-fn stats_cmd(
+pub(crate) fn stats_cmd(
     rt: &Runtime,
     ids: &[String],
     no_stream: bool,

@@ -1,0 +1,164 @@
+//! Site references (`TENANT/SITE`), site names and domains: pure checks of user input.
+
+use std::fmt;
+
+use crate::error::{Result, SiteError};
+
+/// One site of one tenant. Both parts follow the tenant-name rules (`[a-z][a-z0-9-]{0,62}`):
+/// they name directories, a container id, a cgroup and the container's hostname.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SiteRef {
+    pub tenant: String,
+    pub site: String,
+}
+
+impl SiteRef {
+    /// Parses `TENANT/SITE`.
+    pub fn parse(input: &str) -> Result<SiteRef> {
+        let bad = |reason: &str| SiteError::InvalidRef {
+            input: input.chars().take(80).collect(),
+            reason: reason.into(),
+        };
+        let Some((tenant, site)) = input.split_once('/') else {
+            return Err(bad("there is no '/' between the tenant and the site"));
+        };
+        if site.contains('/') {
+            return Err(bad("it has more than one '/'"));
+        }
+        sgrun_tenants::validate::check_name(tenant)?;
+        check_site_name(site)?;
+        Ok(SiteRef {
+            tenant: tenant.into(),
+            site: site.into(),
+        })
+    }
+
+    /// The OCI container id of the site's stack: `tenant.site`. Unique because neither part
+    /// may contain a dot.
+    pub fn container_id(&self) -> String {
+        format!("{}.{}", self.tenant, self.site)
+    }
+}
+
+impl fmt::Display for SiteRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.site)
+    }
+}
+
+/// A site name: the tenant-name rules, reported as a site name.
+pub fn check_site_name(name: &str) -> Result<()> {
+    match sgrun_tenants::validate::check_name(name) {
+        Ok(()) => Ok(()),
+        Err(sgrun_tenants::TenantError::InvalidName { shown, reason }) => {
+            Err(SiteError::InvalidName { shown, reason })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A domain the front proxy routes to a site: a lower-case DNS name of at least two labels,
+/// each `[a-z0-9-]{1,63}` not starting or ending with '-', at most 253 characters; no
+/// wildcard, no trailing dot. Anything else could not be a Host header, or could be read as
+/// nginx syntax in the proxy's configuration.
+pub fn check_domain(domain: &str) -> Result<()> {
+    let bad = |reason: String| {
+        Err(SiteError::InvalidDomain {
+            domain: domain.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if domain.is_empty() {
+        return bad("it is empty".into());
+    }
+    if domain.len() > 253 {
+        return bad(format!(
+            "it is {} characters long, the limit is 253",
+            domain.len()
+        ));
+    }
+    if domain.ends_with('.') {
+        return bad("it ends with '.'".into());
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return bad("it has a single label; a domain needs at least two (name.example)".into());
+    }
+    for label in labels {
+        if label.is_empty() {
+            return bad("it has an empty label (\"..\" or a leading '.')".into());
+        }
+        if label.len() > 63 {
+            return bad(format!("label {label:?} is longer than 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad(format!("label {label:?} starts or ends with '-'"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            let hint = if c.is_ascii_uppercase() {
+                " (domains are written in lower case)".to_string()
+            } else {
+                String::new()
+            };
+            return bad(format!("character {c:?} is not allowed{hint}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_refs() {
+        let r = SiteRef::parse("acme/blog").unwrap();
+        assert_eq!(r.container_id(), "acme.blog");
+        assert_eq!(r.to_string(), "acme/blog");
+        for bad in [
+            "acme",
+            "acme/",
+            "/blog",
+            "acme/blog/x",
+            "Acme/blog",
+            "acme/Blog",
+            "acme/b.log",
+            "acme/../x",
+            "acme/-x",
+        ] {
+            assert!(SiteRef::parse(bad).is_err(), "{bad}");
+        }
+        let e = SiteRef::parse("acme/Blog").unwrap_err().to_string();
+        assert!(e.contains("site name") && e.contains("upper case"), "{e}");
+    }
+
+    #[test]
+    fn domains() {
+        for good in ["blog.example.test", "a.localhost", "x-1.acme.localhost"] {
+            check_domain(good).unwrap();
+        }
+        for bad in [
+            "",
+            "localhost",
+            "Blog.example",
+            "a..b",
+            ".a.b",
+            "a.b.",
+            "-a.b",
+            "a-.b",
+            "*.a.b",
+            "a b.c",
+            "a;b.c",
+            "a}.b",
+            "a\n.b",
+            "a$x.b",
+            &"a".repeat(64),
+            &format!("{}.x", "a.".repeat(130)),
+        ] {
+            assert!(check_domain(bad).is_err(), "{bad:?}");
+        }
+    }
+}
