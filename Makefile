@@ -14,7 +14,7 @@ CARGO ?= cargo
 
 .PHONY: all build build-debug deps test test-unit test-integration test-cgv2 test-clients test-wordpress deps-test \
         shim test-shim \
-        bench demo install uninstall lint fmt clean escape test-escape
+        bench demo deps-demo demo-containers test-sites install uninstall lint fmt clean escape test-escape
 
 all: build
 
@@ -23,6 +23,9 @@ deps:
 
 deps-test:
 	scripts/install-deps.sh --for test
+
+deps-demo:
+	scripts/install-deps.sh --for demo
 
 build:
 	RUSTFLAGS="$${RUSTFLAGS:+$$RUSTFLAGS }-C target-feature=+crt-static" $(CARGO) build --release -p sgrun --target $(TARGET)
@@ -37,7 +40,7 @@ build-debug:
 # The whole suite, as CI runs it: unit tests, integration tests with real containers, the
 # cgroup-v2 path in a throwaway VM, containerd/Podman/Docker driving sgrun, the WordPress
 # site under its profile, and the escape suite with its weakened configs.
-test: deps-test lint test-unit test-integration test-cgv2 test-clients test-shim test-wordpress test-escape
+test: deps-test lint test-unit test-integration test-cgv2 test-clients test-shim test-wordpress test-sites test-escape
 	@echo "make test: every suite passed"
 
 lint:
@@ -66,6 +69,11 @@ test-shim: build shim
 test-wordpress: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/wordpress/ci.sh
 
+# Two tenants' WordPress sites through `sgrun site` (one shim each) and `sgrun proxy`: install
+# over HTTP, isolation, crash restart, a killed shim, start --all, bad input (tests/sites/run.sh)
+test-sites: build shim
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/sites/run.sh
+
 # Figures against runc and crun in the same run; written to docs/benchmarks.md by hand with
 # the date (the harness prints the Markdown table).
 bench: build shim
@@ -89,9 +97,14 @@ escape: $(if $(RUNTIME),,build)
 test-escape: build
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/escape/weakened.sh
 
-demo: build
+# The main job: two tenants' WordPress sites behind the front proxy (scripts/demo.sh)
+demo: deps-demo build shim
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) scripts/demo.sh
+
+# The first demo: two tenants' busybox containers, an SRE's exec, no shared view
+demo-containers: build
 	scripts/install-deps.sh --for test
-	scripts/demo.sh $(CURDIR)/$(SGRUN_RELEASE)
+	scripts/demo-containers.sh $(CURDIR)/$(SGRUN_RELEASE)
 
 install: build shim
 	install -D -m 0755 $(SGRUN_RELEASE) $(DESTDIR)$(PREFIX)/bin/sgrun

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Install every Debian 12 package that building, testing, benchmarking and the demo need.
-# Idempotent; run as root. Usage: scripts/install-deps.sh [--for build|test|bench|all]
+# Idempotent; run as root. Usage: scripts/install-deps.sh [--for build|test|bench|demo|all]
 set -euo pipefail
 what=${2:-all}
 [ "${1:-}" = "--for" ] || what=all
@@ -29,8 +29,9 @@ case $what in
     build) ;;
     test) pkgs+=("${runtime[@]}" "${clients[@]}" "${shim[@]}" "${vm[@]}" "${wordpress[@]}") ;;
     bench) pkgs+=("${runtime[@]}" "${clients[@]}" "${bench[@]}" "${wordpress[@]}") ;;
+    demo) pkgs+=("${wordpress[@]}" e2fsprogs util-linux) ;;
     all) pkgs+=("${runtime[@]}" "${clients[@]}" "${shim[@]}" "${vm[@]}" "${bench[@]}" "${wordpress[@]}") ;;
-    *) echo "install-deps.sh: unknown --for $what (build, test, bench, all)" >&2; exit 1 ;;
+    *) echo "install-deps.sh: unknown --for $what (build, test, bench, demo, all)" >&2; exit 1 ;;
 esac
 
 missing=()
