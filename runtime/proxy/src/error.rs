@@ -64,11 +64,10 @@ pub enum ProxyError {
     #[error("nginx did not start with {config:?}; nginx says:\n{stderr}")]
     StartFailed { config: PathBuf, stderr: String },
 
-    #[error("nginx (master pid {pid}) did not load the new configuration {config:?} (no new worker within {waited_ms} ms); the previous configuration was put back and stays in effect; the end of {error_log:?} says:\n{log_tail}")]
+    #[error("nginx (master pid {pid}) did not load the new configuration {config:?}; the previous configuration was put back and stays in effect; {error_log:?} says:\n{log_tail}")]
     ReloadFailed {
         pid: i32,
         config: PathBuf,
-        waited_ms: u64,
         error_log: PathBuf,
         log_tail: String,
     },

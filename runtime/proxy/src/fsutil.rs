@@ -99,6 +99,18 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
+/// What a log gained past `offset` (lossy; empty if unreadable or not grown).
+pub(crate) fn read_from(path: &Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.take(64 * 1024).read_to_end(&mut out);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The last `max` bytes of a log, for an error message (lossy: logs may hold any bytes).
 pub(crate) fn tail(path: &Path, max: usize) -> String {
     match fs::read(path) {

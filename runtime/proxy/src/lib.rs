@@ -285,31 +285,54 @@ impl Proxy {
         let previous = fs::read(&self.layout.conf).ok();
         let old_workers: HashSet<i32> = nginx::children(pid).into_iter().collect();
         let applied = self.apply(&nginx, routes)?;
+        let log_len = fs::metadata(&self.layout.error_log).map_or(0, |m| m.len());
         nginx::signal(pid, Signal::SIGHUP)?;
         // The master answers HUP by starting new workers if, and only if, it could load the
-        // file; on failure it logs why and keeps the old ones. A new worker is the proof. The
-        // old workers then finish their requests, but stop accepting first, retitling
-        // themselves "shutting down" just before they close the listening sockets: waiting
-        // for that too means that once reload returns, new connections see the new routes.
+        // file; on failure (a new listen address taken, say) it logs an [emerg] and keeps the
+        // old ones. A new worker is the proof of success, the [emerg] the early proof of
+        // failure.
+        let mut failed = false;
         let loaded = nginx::wait_for(RELOAD_WAIT, || {
-            let now = nginx::children(pid);
-            now.iter().any(|w| !old_workers.contains(w))
-                && now
+            failed = fsutil::read_from(&self.layout.error_log, log_len).contains("[emerg]");
+            failed
+                || nginx::children(pid)
                     .iter()
-                    .filter(|w| old_workers.contains(w))
-                    .all(|w| nginx::title(*w).contains("shutting down"))
-        });
+                    .any(|w| !old_workers.contains(w))
+        }) && !failed;
         if !loaded {
             if let Some(old) = previous {
                 fsutil::write_atomic(&self.layout.conf, &self.layout.conf_new, &old, 0o644)?;
             }
+            let log = fsutil::read_from(&self.layout.error_log, log_len);
             return Err(ProxyError::ReloadFailed {
                 pid,
                 config: self.layout.conf.clone(),
-                waited_ms: RELOAD_WAIT.as_millis() as u64,
                 error_log: self.layout.error_log.clone(),
-                log_tail: fsutil::tail(&self.layout.error_log, 2000),
+                log_tail: if log.is_empty() {
+                    format!(
+                        "(nothing new; no new worker within {} ms)",
+                        RELOAD_WAIT.as_millis()
+                    )
+                } else {
+                    log
+                },
             });
+        }
+        // The old workers finish their requests, but stop accepting first: each retitles
+        // itself "shutting down" just before it closes the listening sockets (nginx's master
+        // tells them 100 ms after the new workers start). Waiting for that means that once
+        // reload returns, new connections see the new routes.
+        let switched = nginx::wait_for(Duration::from_secs(3), || {
+            nginx::children(pid)
+                .iter()
+                .filter(|w| old_workers.contains(w))
+                .all(|w| nginx::title(*w).contains("shutting down"))
+        });
+        if !switched {
+            warn!(
+                pid,
+                "old workers not yet shutting down 3 s after the new ones started"
+            );
         }
         info!(
             pid,

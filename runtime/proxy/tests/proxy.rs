@@ -644,6 +644,34 @@ fn a_base_config_nginx_refuses_leaves_the_running_proxy_untouched() {
     fs::remove_dir(&log).unwrap();
 }
 
+/// A file that passes `nginx -t` but that the master cannot load (a new listen address that
+/// is taken: `-t` binds nothing). The reload fails with the master's own message, the
+/// previous file is put back, and the proxy goes on serving with it.
+#[test]
+fn a_reload_the_master_cannot_load_keeps_the_previous_config() {
+    let env = Env::new();
+    let s = env.socket("a");
+    let _a = Upstream::start(&s, "t/a");
+    let a = Route::new("a.example.com", &s, "t/a");
+    env.proxy.start(std::slice::from_ref(&a)).unwrap();
+    let before = fs::read(env.proxy.config_path()).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = env.proxy.config().clone();
+    cfg.listen.push(taken.local_addr().unwrap());
+    let moved = Proxy::new(cfg);
+    let b = Route::new("b.example.com", &s, "t/b");
+    let t = std::time::Instant::now();
+    let err = moved.reload(&[a.clone(), b]).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ProxyError::ReloadFailed { .. }), "{msg}");
+    assert!(msg.contains("Address already in use"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(fs::read(env.proxy.config_path()).unwrap(), before);
+    assert_eq!(env.proxy.status().unwrap().routes, [a]);
+    assert_eq!(env.get("a.example.com", "/").status, 200);
+    assert_eq!(env.get("b.example.com", "/").status, 404);
+}
+
 /// Two sgrun processes reloading at once: the flock makes one wait for the other, and the
 /// proxy ends up with one of the two lists, whole.
 #[test]
