@@ -384,6 +384,101 @@ fn without_validation_a_socket_path_injects_a_server_block() {
     assert!(!ok, "{err}");
 }
 
+/// nginx without sgrun's checks: `render_unchecked` of `routes`, started on a free port in
+/// `dir`. Returns the guard that kills it and the port.
+fn start_unchecked(dir: &std::path::Path, routes: &[Route]) -> (NginxGuard, u16) {
+    let port = free_port();
+    mkdir_searchable(dir);
+    let cfg = ProxyConfig {
+        listen: vec![([127, 0, 0, 1], port).into()],
+        state_dir: dir.join("state"),
+        run_dir: dir.join("run"),
+        nginx: PathBuf::from(NGINX),
+    };
+    for d in [
+        &cfg.state_dir,
+        &cfg.run_dir,
+        &cfg.state_dir.join("logs"),
+        &cfg.run_dir.join("tmp"),
+    ] {
+        mkdir_searchable(d);
+    }
+    let conf = cfg.state_dir.join("nginx.conf");
+    fs::write(&conf, render_unchecked(&cfg, routes)).unwrap();
+    let guard = NginxGuard {
+        pid_file: cfg.run_dir.join("nginx.pid"),
+        conf: conf.clone(),
+    };
+    let prefix = format!("{}/", cfg.state_dir.display());
+    let (ok, err) = nginx(&["-c", conf.to_str().unwrap(), "-p", &prefix, "-e", "stderr"]);
+    assert!(ok, "{err}");
+    wait_until(|| get(port, "x.org", "/").is_ok());
+    (guard, port)
+}
+
+/// A socket path that is a symlink is refused: nginx follows links on connect(2), so a tenant
+/// that replaces its http.sock by a link would point the proxy at another socket. Proved both
+/// ways: refused by the proxy, and, without the check, the tenant's domain serves the other
+/// site.
+#[test]
+fn a_symlinked_socket_is_refused() {
+    let env = Env::new();
+    let victim_sock = env.socket("victim");
+    let _victim = Upstream::start(&victim_sock, "t/victim");
+    let evil_sock = env.socket("evil");
+    std::os::unix::fs::symlink(&victim_sock, &evil_sock).unwrap();
+    let routes = [
+        Route::new("evil.example.com", &evil_sock, "evil/site"),
+        Route::new("v.example.com", &victim_sock, "t/victim"),
+    ];
+    let applied = env.proxy.start(&routes).unwrap();
+    assert_eq!(rejected_domains(&applied), ["evil.example.com"]);
+    assert!(
+        applied.rejected[0].1.contains("is a symbolic link"),
+        "{:?}",
+        applied.rejected
+    );
+    assert_eq!(env.get("evil.example.com", "/").status, 404);
+
+    let (_guard, port) = start_unchecked(&env.dir.path().join("unchecked"), &routes);
+    let r = get(port, "evil.example.com", "/").unwrap();
+    assert!(r.body.starts_with("site=t/victim "), "{r:?}");
+}
+
+/// With an IPv6 loopback (as here), the default listen list has [::1] too and nginx serves
+/// on it.
+#[test]
+fn listens_on_ipv6_loopback_when_there_is_one() {
+    let defaults = ProxyConfig::default_listen(8080);
+    assert_eq!(defaults[0], "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(defaults.len() == 2, sgrun_proxy::ipv6_loopback_available());
+    if !sgrun_proxy::ipv6_loopback_available() {
+        eprintln!("no IPv6 loopback here: only the IPv4 default was checked");
+        return;
+    }
+    let mut env = Env::new();
+    let mut cfg = env.proxy.config().clone();
+    cfg.listen = ProxyConfig::default_listen(env.port);
+    env.proxy = Proxy::new(cfg);
+    let s = env.socket("a");
+    let _a = Upstream::start(&s, "t/a");
+    env.proxy
+        .start(&[Route::new("a.example.com", &s, "t/a")])
+        .unwrap();
+    let mut c = std::net::TcpStream::connect(("::1", env.port)).unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("site=t/a host=a.example.com xff=::1 "),
+        "{reply}"
+    );
+    assert_eq!(env.get("a.example.com", "/").status, 200);
+}
+
 /// A route that passes validation but that nginx refuses is dropped with nginx's message; the
 /// others are served. The test hook writes an unknown directive into one route's block.
 #[test]
