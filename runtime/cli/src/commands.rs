@@ -124,6 +124,10 @@ pub enum Command {
     /// stats, rm
     #[command(subcommand)]
     Site(crate::site::SiteCommand),
+    /// The front proxy (nginx) routing each site's domain to its socket: start, reload,
+    /// stop, status
+    #[command(subcommand)]
+    Proxy(crate::proxy::ProxyCommand),
     /// ps, stats, events, inspect, logs (runtime/cli/src/toolbox.rs)
     #[command(flatten)]
     Toolbox(crate::toolbox::ToolboxCommand),
@@ -398,6 +402,14 @@ pub fn run(mut cli: Cli) -> Result<u8> {
         Command::Profile(cmd) => crate::profile::run(cmd, &cli.profiles_dir),
         Command::Tenant(cmd) => crate::tenant::run(cmd, &cli.state_dir),
         Command::Image(cmd) => crate::image::run(cmd, &cli.state_dir),
+        Command::Proxy(cmd) => crate::proxy::run(
+            cmd,
+            &crate::site::Ctx {
+                state_dir: &cli.state_dir,
+                root: &cli.root,
+                profiles_dir: &cli.profiles_dir,
+            },
+        ),
         Command::Site(cmd) => crate::site::run(
             cmd,
             &crate::site::Ctx {

@@ -13,9 +13,6 @@ pub enum SiteError {
     #[error("site name {shown}: {reason}; use lower-case letters, digits and '-', starting with a letter (at most 63)")]
     InvalidName { shown: String, reason: String },
 
-    #[error("domain {domain:?}: {reason}; use a lower-case DNS name such as blog.example.test or blog.acme.localhost")]
-    InvalidDomain { domain: String, reason: String },
-
     #[error("{what} {input:?}: {reason}")]
     InvalidLimit {
         what: &'static str,
@@ -115,6 +112,9 @@ pub enum SiteError {
 
     #[error(transparent)]
     Rootfs(Box<sgrun_rootfs::RootfsError>),
+
+    #[error(transparent)]
+    Proxy(Box<sgrun_proxy::ProxyError>),
 }
 
 impl SiteError {
@@ -142,5 +142,11 @@ impl From<sgrun_images::ImageError> for SiteError {
 impl From<sgrun_rootfs::RootfsError> for SiteError {
     fn from(e: sgrun_rootfs::RootfsError) -> Self {
         SiteError::Rootfs(Box::new(e))
+    }
+}
+
+impl From<sgrun_proxy::ProxyError> for SiteError {
+    fn from(e: sgrun_proxy::ProxyError) -> Self {
+        SiteError::Proxy(Box::new(e))
     }
 }

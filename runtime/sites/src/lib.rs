@@ -180,7 +180,7 @@ impl Sites {
     pub fn create(&self, req: &CreateRequest, profiles: &Catalog) -> Result<SiteRecord> {
         let r = &req.site;
         let _span = info_span!("site", tenant = %r.tenant, site = %r.site).entered();
-        check_domain(&req.domain)?;
+        check_domain(&req.domain, r)?;
         req.limits.check(&r.to_string())?;
         let _lock = self.layout.lock_registry()?;
         if let Ok(existing) = self.layout.load(r) {
