@@ -53,8 +53,11 @@ cleanup() {
     local rc=$? found=0 id p d
     set +e
     [[ $proxy_started == 1 ]] && sg proxy stop >/dev/null 2>&1
-    for s in "$a" "$b" "$ta/broken"; do sg site rm --force --purge "$s" >/dev/null 2>&1; done
-    for t in "$ta" "$tb"; do sg tenant rm --purge "$t" >/dev/null 2>&1; done
+    for s in "$a" "$b" "$ta/broken"; do
+        sg site status "$s" >/dev/null 2>&1 || continue
+        sg site rm --force --purge "$s" 2>&1 >/dev/null | sed 's/^/# cleanup: /'
+    done
+    for t in "$ta" "$tb"; do sg tenant rm --purge "$t" 2>&1 >/dev/null | sed 's/^/# cleanup: /'; done
     for id in "$ta.blog" "$tb.shop" "$ta.broken"; do
         if sg state "$id" >/dev/null 2>&1; then echo "# leftover: container $id"; found=1; sg delete -f "$id" >/dev/null 2>&1; fi
         for d in /sys/fs/cgroup/*/sgrun/"$id"; do
@@ -62,7 +65,9 @@ cleanup() {
         done
     done
     for p in "${shim_pids[@]}"; do
-        if [[ -n $p ]] && kill -0 "$p" 2>/dev/null && [[ $(cat /proc/"$p"/comm 2>/dev/null) == containerd-shim* ]]; then
+        # a zombie is not left running: here pid 1 does not reap the shims it inherits
+        if [[ -n $p ]] && [[ $(cat /proc/"$p"/comm 2>/dev/null) == containerd-shim* ]] &&
+            [[ $(awk '{ print $3 }' /proc/"$p"/stat 2>/dev/null) != Z ]]; then
             echo "# leftover: shim pid $p"; found=1; kill -KILL "$p"
         fi
     done
@@ -134,7 +139,7 @@ sg proxy start --listen "127.0.0.1:$port" >/dev/null || die "sgrun proxy start"
 proxy_started=1
 ok "proxy on 127.0.0.1:$port"
 
-install() { # DOMAIN TITLE
+wp_install() { # DOMAIN TITLE
     local code
     code=$(http "$(url "$1" /wp-admin/install.php)")
     [[ $code == 200 ]] || die "install form of $1: HTTP $code"
@@ -146,8 +151,8 @@ install() { # DOMAIN TITLE
     [[ $code == 200 ]] && grep -q 'Success!' "$work/body" || die "install of $1: HTTP $code"
 }
 title_a="Alpha blog $$" title_b="Bravo shop $$"
-install "$da" "$title_a"
-install "$db" "$title_b"
+wp_install "$da" "$title_a"
+wp_install "$db" "$title_b"
 ok "WordPress installed on both sites over HTTP through the proxy"
 code=$(http "$(url "$da" /)")
 [[ $code == 200 ]] && grep -qF "$title_a" "$work/body" && ! grep -qF "$title_b" "$work/body" ||

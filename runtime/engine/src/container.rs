@@ -692,6 +692,11 @@ impl Runtime {
         }
         let record = self.record(id).ok();
         let private = record.as_ref().and_then(|r| r.private_bundle.clone());
+        if force && c.status() != ContainerStatus::Stopped {
+            if let Some(r) = &record {
+                kill_and_drain(id, &mut c, &r.cgroup_path);
+            }
+        }
         c.delete(force)
             .map_err(|source| EngineError::Libcontainer {
                 id: id.into(),
@@ -774,4 +779,28 @@ fn oci_state(c: &Container, record: &Record) -> OciState {
         owner: String::new(),
         annotations: c.state.annotations.clone().filter(|a| !a.is_empty()),
     }
+}
+
+/// Before a forced delete of a live container: SIGKILL to all its processes, then wait until
+/// its cgroup is empty. libcontainer kills them too, but retries the cgroup's removal for only
+/// about 190 ms; a tenant's init, whose exit tears down its overlay and syncs the volume, can
+/// take longer under load, and the delete then failed with the cgroup left behind.
+fn kill_and_drain(id: &str, c: &mut Container, cgroup_path: &Path) {
+    let _ = c.kill(Signal::SIGKILL, true);
+    let Ok(cgroup) = crate::cgroups::manager(id, cgroup_path) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match libcgroups::common::CgroupManager::get_all_pids(&cgroup) {
+            Ok(pids) if !pids.is_empty() => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!(
+        container = id,
+        "processes still in the cgroup 10 s after SIGKILL"
+    );
 }

@@ -183,10 +183,15 @@ impl Layout {
         lock(&self.state.join(".lock"))
     }
 
-    /// Held for a site's lifecycle changes (start, stop, rm). Beside the site's directory,
-    /// so that it outlives `rm`.
+    /// Held for a site's lifecycle changes (start, stop, rm). In the run directory's
+    /// `.locks/` (tmpfs): it outlives `rm` of the site, and leftovers go with a restart.
     pub fn lock_site(&self, r: &SiteRef) -> Result<Lock> {
-        lock(&self.state.join(&r.tenant).join(format!(".{}.lock", r.site)))
+        lock(
+            &self
+                .run
+                .join(".locks")
+                .join(format!("{}.{}.lock", r.tenant, r.site)),
+        )
     }
 
     pub fn load(&self, r: &SiteRef) -> Result<SiteRecord> {
