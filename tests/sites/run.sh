@@ -58,7 +58,8 @@ cleanup() {
         sg site rm --force --purge "$s" 2>&1 >/dev/null | sed 's/^/# cleanup: /'
     done
     for t in "$ta" "$tb"; do sg tenant rm --purge "$t" 2>&1 >/dev/null | sed 's/^/# cleanup: /'; done
-    for id in "$ta.blog" "$tb.shop" "$ta.broken"; do
+    sg delete -f "$ta.weak" >/dev/null 2>&1
+    for id in "$ta.blog" "$tb.shop" "$ta.broken" "$ta.weak"; do
         if sg state "$id" >/dev/null 2>&1; then echo "# leftover: container $id"; found=1; sg delete -f "$id" >/dev/null 2>&1; fi
         for d in /sys/fs/cgroup/*/sgrun/"$id"; do
             if [[ -e $d ]]; then echo "# leftover: cgroup $d"; found=1; fi
@@ -168,22 +169,50 @@ ok "an unknown Host gets 404"
 # --- 3. isolation ----------------------------------------------------------------------------
 vol_b=$(sg tenant show --json "$tb" | jq -r .mount_path)
 [[ -f $vol_b/sites/shop/wp-salts.php ]] || die "test set-up: $b's salts are not at $vol_b/sites/shop"
-out=$(sg exec "$a" sh -c "cat '$vol_b/sites/shop/wp-salts.php' 2>&1; ls '$SGRUN_STATE_DIR' 2>&1; find / -xdev -name wp-salts.php 2>/dev/null" || true)
-grep -q "define(" <<<"$out" && die "$a read $b's salts: $out"
-[[ $(find_out=$(sg exec "$a" find / -name wp-salts.php -not -path '/proc/*' 2>/dev/null); echo "$find_out") == /srv/site/wp-salts.php ]] ||
-    die "$a sees other wp-salts.php files than its own"
-ok "files: $a sees only its own data (not $b's volume, not the state directory)"
+# isolation_holes CONTAINER: prints one line per way CONTAINER reaches the other tenant's site
+isolation_holes() {
+    local c=$1 out n
+    out=$(sg exec "$c" sh -c "cat '$vol_b/sites/shop/wp-salts.php' /srv/other/wp-salts.php 2>/dev/null; true")
+    grep -q "define(" <<<"$out" && echo "files: reads $b's salts"
+    out=$(sg exec "$c" find / -name wp-salts.php -not -path '/proc/*' 2>/dev/null || true)
+    [[ -z $out || $out == /srv/site/wp-salts.php ]] || echo "files: sees other sites' salts: $(tr '\n' ' ' <<<"$out")"
+    # MariaDB servers whose processes it can see: its own at most
+    n=$(sg exec "$c" sh -c 'n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = mariadbd ] && n=$((n+1)); done; echo $n')
+    ((n <= 1)) || echo "processes: sees $n MariaDB servers"
+    n=$(sg exec "$c" cat /proc/net/unix | grep -c 'mysqld.sock' || true)
+    ((n <= 1)) || echo "network: sees $n mysqld sockets in its network namespace"
+}
+holes=$(isolation_holes "$a")
+[[ -z $holes ]] || die "$a reaches $b: $holes"
+ok "files, processes, sockets: $a sees only its own (not $b's volume, not the state directory)"
 q="select option_value from wordpress.wp_options where option_name='blogname'"
 [[ $(sg exec "$a" mariadb -N -e "$q") == "$title_a" ]] || die "$a's database does not hold its own title"
 [[ $(sg exec "$b" mariadb -N -e "$q") == "$title_b" ]] || die "$b's database does not hold its own title"
-dbs=$(sg exec "$a" mariadb -N -e "select group_concat(schema_name) from information_schema.schemata")
 grep -qF "$title_b" <<<"$(sg exec "$a" mariadb -N -e "select option_value from wordpress.wp_options")" &&
     die "$a's database holds $b's title"
-socks=$(sg exec "$a" cat /proc/net/unix | grep -c 'mysqld.sock' || true)
-[[ $socks == 1 ]] || die "$a sees $socks mysqld sockets in its network namespace, not 1"
-sg exec "$a" sh -c 'for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr "\0" " "; echo; done' | grep -q "$tb" &&
-    die "$a sees $b's processes"
-ok "database: each site has its own server and data ($dbs); one mysqld socket visible; no foreign processes"
+ok "database: each site has its own server and data"
+
+# The same checks must catch a hole: a weakened twin of $a's container (same tenant, image
+# and profile) that sees the host's /proc and has a host directory with $b's salts mounted.
+# (B's volume root is B's alone, 0700: a copy of its salts stands for B's data.)
+install -d -m 0755 "$work/other" && install -m 0644 "$vol_b/sites/shop/wp-salts.php" "$work/other/"
+chmod 0755 "$work"
+jq --arg src "$work/other" '
+    .annotations["io.sgrun.site"] = "weak"
+    | .mounts |= map(if .destination == "/proc"
+                     then {destination: "/proc", type: "bind", source: "/proc", options: ["rbind", "ro"]}
+                     else . end)
+    | .process.args = ["/usr/bin/tini", "--", "/bin/sleep", "600"]
+    | .mounts += [{destination: "/srv/other", type: "bind", source: $src, options: ["rbind", "ro"]}]
+    | .linux.cgroupsPath = "/sgrun/\(.annotations["io.sgrun.tenant"]).weak"
+    ' "$SGRUN_STATE_DIR/sites/$ta/blog/bundle/config.json" >"$work/weak-config.json"
+mkdir -p "$work/weak" && mv "$work/weak-config.json" "$work/weak/config.json"
+sg run -d -b "$work/weak" "$ta.weak" >/dev/null 2>"$work/weak.err" || die "the weakened twin did not start: $(cat "$work/weak.err")"
+holes=$(isolation_holes "$ta.weak")
+sg delete -f "$ta.weak" >/dev/null 2>&1
+grep -q "^files:" <<<"$holes" && grep -q "^processes:" <<<"$holes" ||
+    die "the isolation checks missed the weakened twin's holes (found: ${holes:-none})"
+ok "the checks catch a weakened twin: $(tr '\n' ';' <<<"$holes")"
 
 # --- 4. supervision ----------------------------------------------------------------------------
 sg exec "$a" sh -c 'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = mariadbd ] && kill -KILL ${p#/proc/}; done; true'
