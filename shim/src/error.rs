@@ -104,6 +104,16 @@ pub enum ShimError {
 
     #[error("container {id}: checkpoint is not supported by sgrun")]
     CheckpointUnsupported { id: String },
+
+    #[error("site mode: {var}={value:?}: {reason}")]
+    SiteEnv {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("site {run}: the shim daemon did not come up: {reason}")]
+    SiteStart { run: PathBuf, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, ShimError>;
@@ -137,7 +147,9 @@ impl ShimError {
             | Runtime { .. }
             | RuntimeOutput { .. }
             | Console { .. }
-            | Mount { .. } => ttrpc::Code::UNKNOWN,
+            | Mount { .. }
+            | SiteEnv { .. }
+            | SiteStart { .. } => ttrpc::Code::UNKNOWN,
         }
     }
 }

@@ -6,6 +6,10 @@
 //! containers behind a std Mutex that is never held across an await: each request reads what
 //! it needs, runs sgrun, then writes back. The init and every exec are watched by one task
 //! each, which gets the exit status from the reaper and publishes TaskExit.
+//!
+//! Site mode (site.rs, started by `sgrun site` without containerd) changes three things here:
+//! the socket, the state root, and events written to the site's log instead of containerd
+//! (events_sink.rs).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -45,8 +49,10 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::{Result, ShimError};
-use crate::options::ShimOptions;
+use crate::events_sink::{self, EventLog};
+use crate::options::{Persisted, ShimOptions};
 use crate::runtime::{ChildIo, Sgrun};
+use crate::site::{self, Site};
 use crate::stdio::{self, ConsoleSocket, PtyMaster, Sink};
 use crate::{log, oom, reaper, stats};
 
@@ -184,6 +190,8 @@ struct Inner {
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Container>>,
     unified: bool,
+    /// Site mode: where events go instead of containerd.
+    events: Option<Arc<EventLog>>,
 }
 
 #[derive(Clone)]
@@ -308,14 +316,24 @@ fn start_pumps(
 }
 
 impl Service {
-    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(
+        namespace: &str,
+        publisher: RemotePublisher,
+        exit: Arc<ExitSignal>,
+        events: Option<Arc<EventLog>>,
+    ) -> Self {
         Service(Arc::new(Inner {
             namespace: namespace.into(),
             publisher,
             exit,
             containers: Mutex::new(HashMap::new()),
             unified: stats::unified_host(),
+            events,
         }))
+    }
+
+    fn site_mode(&self) -> bool {
+        self.0.events.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Container>> {
@@ -395,6 +413,12 @@ impl Service {
             }),
             ..Default::default()
         };
+        if let Some(log) = &self.0.events {
+            // site mode: straight into the log, not through the crate's publisher queue
+            // (events_sink.rs says why)
+            log.envelope(&envelope);
+            return;
+        }
         let req = ForwardRequest {
             envelope: MessageField::some(envelope),
             ..Default::default()
@@ -517,15 +541,26 @@ impl Service {
         let bundle = PathBuf::from(&req.bundle);
         let opts = ShimOptions::from_any(req.options.as_ref())?;
         opts.check()?;
+        let root = match self.site_mode() {
+            true => opts.site_root(),
+            false => opts.root_for(&self.0.namespace),
+        };
         let rt = Arc::new(Sgrun {
             binary: opts.binary()?,
-            root: opts.root_for(&self.0.namespace),
+            root: root.clone(),
             log: bundle.join("log.json"),
             default_profile: opts.default_profile.clone(),
         });
         let opts_path = bundle.join(OPTIONS_FILE);
-        std::fs::write(&opts_path, serde_json::to_vec(&opts).unwrap_or_default())
-            .map_err(|e| ShimError::io(&opts_path, "writing shim options", e))?;
+        let persisted = Persisted {
+            options: opts,
+            state_root: Some(root),
+        };
+        std::fs::write(
+            &opts_path,
+            serde_json::to_vec(&persisted).unwrap_or_default(),
+        )
+        .map_err(|e| ShimError::io(&opts_path, "writing shim options", e))?;
 
         // tenant and profile travel in config.json to sgrun untouched (it enforces them,
         // tighten-only); the shim only names them in its log
@@ -1202,6 +1237,12 @@ pub struct SgrunShim {
     id: String,
     debug: bool,
     exit: Arc<ExitSignal>,
+    /// Site mode (site.rs): set from the environment for every action.
+    site: Option<Site>,
+    /// Site mode, daemon: the event log and the Events service on events.sock (kept alive
+    /// here: dropping the server stops it).
+    events: Option<Arc<EventLog>>,
+    events_server: Option<Mutex<ttrpc::r#async::Server>>,
 }
 
 /// Adjusts the shim's OOM score to containerd's + 1 (as containerd-shim-runc-v2 does): under
@@ -1228,28 +1269,70 @@ impl Shim for SgrunShim {
     type T = Service;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        let site = match Site::from_env() {
+            Ok(s) => s,
+            Err(e) => {
+                // before anything else: `start` prints this to the client
+                eprintln!("containerd-shim-sgrun-v1: {e}");
+                std::process::exit(2);
+            }
+        };
         // no_reaper and no_setup_logger are set in main: the shim reaps through its own loop
         // (reaper.rs) and logs through tracing (log.rs)
-        if args.action.is_empty() {
-            log::init(log::open_fifo(), args.debug);
-        } else {
-            log::init(Box::new(std::io::stderr()), args.debug);
+        let daemon = args.action.is_empty();
+        match (&site, daemon) {
+            (Some(site), true) => log::init(log::open_append(&site.log_path()), args.debug),
+            (None, true) => log::init(log::open_fifo(), args.debug),
+            _ => log::init(Box::new(std::io::stderr()), args.debug),
         }
-        SgrunShim {
+        let mut shim = SgrunShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             debug: args.debug,
             exit: Arc::new(ExitSignal::default()),
+            site,
+            events: None,
+            events_server: None,
+        };
+        if let (Some(site), true) = (&shim.site, daemon) {
+            // Here, not in create_task_service: the crate's bootstrap connects its publisher
+            // to TTRPC_ADDRESS (events.sock, set by `start`) between `new` and that call, and
+            // fails without a listener. connect(2) completes on the listen backlog, so the
+            // accept loop spawned here may run later on this same thread.
+            let log = Arc::new(EventLog::new(site.events.clone()));
+            match events_sink::serve(&site.events_socket(), log.clone()).await {
+                Ok(server) => {
+                    shim.events = Some(log);
+                    shim.events_server = Some(Mutex::new(server));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "site mode: no events service");
+                    std::process::exit(1);
+                }
+            }
         }
+        shim
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let cwd = std::env::current_dir().map_err(|e| ShimError::io(".", "current dir", e))?;
-        // one shim per site: the containers of one pod share it
-        let grouping = read_annotations(&cwd)
-            .remove(SANDBOX_ID_ANNOTATION)
-            .unwrap_or_else(|| opts.id.clone());
-        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+        let (address, _site_lock) = match &self.site {
+            Some(site) => {
+                // held until the daemon serves (or failed): see Site::lock
+                let lock = site.lock()?;
+                site::remove_stale_socket(&site.shim_socket());
+                (site.shim_address(), Some(lock))
+            }
+            None => {
+                // one shim per site: the containers of one pod share it
+                let grouping = read_annotations(&cwd)
+                    .remove(SANDBOX_ID_ANNOTATION)
+                    .unwrap_or_else(|| opts.id.clone());
+                let address =
+                    containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+                (address, None)
+            }
+        };
         if socket_alive(&address) {
             std::fs::write("address", &address)
                 .map_err(|e| ShimError::io(cwd.join("address"), "writing", e))?;
@@ -1277,6 +1360,10 @@ impl Shim for SgrunShim {
         if self.debug || opts.debug {
             cmd.arg("-debug");
         }
+        if let Some(site) = &self.site {
+            // the daemon must be in site mode too, and publish to its own events.sock
+            cmd.envs(site.daemon_env());
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| ShimError::io(&exe, "starting the shim daemon", e))?;
@@ -1285,6 +1372,19 @@ impl Shim for SgrunShim {
         let mut sink = Vec::new();
         if let Some(mut out) = child.stdout.take() {
             let _ = std::io::Read::read_to_end(&mut out, &mut sink);
+        }
+        if let Some(site) = &self.site {
+            // no containerd to notice a daemon that died at once: say so now
+            if !socket_alive(&address) {
+                return Err(ShimError::SiteStart {
+                    run: site.run.clone(),
+                    reason: format!(
+                        "nothing serves {address}; see {}",
+                        site.log_path().display()
+                    ),
+                }
+                .into());
+            }
         }
         std::fs::write("address", &address)
             .map_err(|e| ShimError::io(cwd.join("address"), "writing", e))?;
@@ -1295,14 +1395,20 @@ impl Shim for SgrunShim {
         // containerd runs this after a shim died: remove what sgrun and the shim left
         reaper::start().map_err(|e| ShimError::io("SIGCHLD", "installing handler", e))?;
         let bundle = std::env::current_dir().map_err(|e| ShimError::io(".", "current dir", e))?;
-        let opts: ShimOptions = std::fs::read(bundle.join(OPTIONS_FILE))
+        let saved: Persisted = std::fs::read(bundle.join(OPTIONS_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let opts = &saved.options;
+        let root = match (&saved.state_root, &self.site) {
+            (Some(r), _) => r.clone(),
+            (None, Some(_)) => opts.site_root(),
+            (None, None) => opts.root_for(&self.namespace),
+        };
         if let Ok(binary) = opts.binary() {
             let rt = Sgrun {
                 binary,
-                root: opts.root_for(&self.namespace),
+                root,
                 log: bundle.join("log.json"),
                 default_profile: None,
             };
@@ -1329,13 +1435,40 @@ impl Shim for SgrunShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        if let (Some(site), Some(log)) = (&self.site, &self.events) {
+            // the crate removes the socket named in the bundle's `address` file after this;
+            // both site sockets go here, with the last record
+            log.record(
+                events_sink::TOPIC_SHIM_EXIT,
+                &self.id,
+                &[("reason", serde_json::Value::from("shutdown"))],
+            );
+            site::remove_socket(&site.shim_socket());
+            site::remove_socket(&site.events_socket());
+            // stops accepting; no graceful shutdown: it would wait for the crate's publisher
+            // connection, which lives as long as the process
+            drop(self.events_server.take());
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Service {
         if let Err(e) = reaper::start() {
             tracing::error!(error = %e, "installing the SIGCHLD handler");
         }
-        Service::new(&self.namespace, publisher, self.exit.clone())
+        if let Some(log) = &self.events {
+            tracing::info!(events = %log.path().display(), "site mode");
+            log.record(
+                events_sink::TOPIC_SHIM_START,
+                &self.id,
+                &[("pid", serde_json::Value::from(std::process::id()))],
+            );
+        }
+        Service::new(
+            &self.namespace,
+            publisher,
+            self.exit.clone(),
+            self.events.clone(),
+        )
     }
 }
 
