@@ -105,6 +105,14 @@ pub enum ShimError {
     #[error("container {id}: checkpoint is not supported by sgrun")]
     CheckpointUnsupported { id: String },
 
+    #[error("container {id}: annotation {annotation}={value:?} is not valid: {allowed}")]
+    BadAnnotation {
+        id: String,
+        annotation: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+
     #[error("site mode: {var}={value:?}: {reason}")]
     SiteEnv {
         var: &'static str,
@@ -140,7 +148,8 @@ impl ShimError {
             | OptionsFile { .. }
             | OptionRefused { .. }
             | StdioUri { .. }
-            | BadRequest { .. } => ttrpc::Code::INVALID_ARGUMENT,
+            | BadRequest { .. }
+            | BadAnnotation { .. } => ttrpc::Code::INVALID_ARGUMENT,
             CheckpointUnsupported { .. } => ttrpc::Code::UNIMPLEMENTED,
             BinaryNotFound { .. }
             | Io { .. }

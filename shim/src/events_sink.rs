@@ -41,6 +41,8 @@ use crate::error::{Result, ShimError};
 
 pub const TOPIC_SHIM_START: &str = "/sgrun/shim-start";
 pub const TOPIC_SHIM_EXIT: &str = "/sgrun/shim-exit";
+pub const TOPIC_RESTART: &str = "/sgrun/restart";
+pub const TOPIC_RESTART_FAILED: &str = "/sgrun/restart-failed";
 
 /// The JSON-lines file.
 #[derive(Debug)]

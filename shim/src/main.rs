@@ -10,6 +10,7 @@ mod log;
 mod oom;
 mod options;
 mod reaper;
+mod restart;
 mod runtime;
 mod service;
 mod site;

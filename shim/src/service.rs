@@ -7,16 +7,18 @@
 //! it needs, runs sgrun, then writes back. The init and every exec are watched by one task
 //! each, which gets the exit status from the reaper and publishes TaskExit.
 //!
-//! Site mode (site.rs, started by `sgrun site` without containerd) changes three things here:
-//! the socket, the state root, and events written to the site's log instead of containerd
-//! (events_sink.rs).
+//! Site mode (site.rs, started by `sgrun site` without containerd) changes four things here:
+//! the socket, the state root, events written to the site's log instead of containerd
+//! (events_sink.rs), and restart supervision of the init (restart.rs, service/supervise.rs).
+
+mod supervise;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use containerd_shim::api::{
@@ -51,6 +53,7 @@ use tracing::Instrument;
 use crate::error::{Result, ShimError};
 use crate::events_sink::{self, EventLog};
 use crate::options::{Persisted, ShimOptions};
+use crate::restart::{Policy, Supervision, When, RESTART_ANNOTATION};
 use crate::runtime::{ChildIo, Sgrun};
 use crate::site::{self, Site};
 use crate::stdio::{self, ConsoleSocket, PtyMaster, Sink};
@@ -145,7 +148,8 @@ impl Proc {
 }
 
 struct Container {
-    /// True while the init's start runs: its TaskExit waits, so TaskStart comes first.
+    /// True while the init's start runs (a client Start, or a restart in site mode): its
+    /// TaskExit waits, so TaskStart comes first.
     starting: watch::Sender<bool>,
     bundle: PathBuf,
     rt: Arc<Sgrun>,
@@ -155,6 +159,17 @@ struct Container {
     execs: HashMap<String, Proc>,
     /// Names exec files in the bundle (exec ids are client-chosen strings).
     exec_seq: u32,
+    /// The OOM watch of the current run: a restart ends it before the cgroup is re-created
+    /// under the same path (the old watch would take the new directory for its own).
+    oom: Option<tokio::task::AbortHandle>,
+    /// Site mode with a restart policy: the supervision state and what to re-create from.
+    sup: Option<Supervised>,
+}
+
+struct Supervised {
+    state: Supervision,
+    /// The client's Create, replayed as is by every restart (same bundle, stdio, options).
+    request: CreateTaskRequest,
 }
 
 impl Container {
@@ -267,6 +282,25 @@ async fn read_pid(path: &Path) -> Result<i32> {
             ),
         )
     })
+}
+
+/// TaskCreate for a created init (first run or restart).
+fn task_create(req: &CreateTaskRequest, pid: i32) -> TaskCreate {
+    TaskCreate {
+        container_id: req.id.clone(),
+        bundle: req.bundle.clone(),
+        rootfs: req.rootfs.clone(),
+        io: MessageField::some(TaskIO {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+            ..Default::default()
+        }),
+        checkpoint: req.checkpoint.clone(),
+        pid: pid as u32,
+        ..Default::default()
+    }
 }
 
 /// Opens the start gate when dropped (the start returned, or failed).
@@ -460,23 +494,29 @@ impl Service {
     }
 
     /// Publishes TaskOOM for each OOM in the container's memory cgroup (v1), until the
-    /// cgroup is removed.
-    fn watch_oom(&self, id: &str, pid: i32, span: tracing::Span) {
-        let Some(dir) = oom::memory_cgroup(pid) else {
-            return;
-        };
+    /// cgroup is removed (or the returned handle aborts it).
+    fn watch_oom(
+        &self,
+        id: &str,
+        pid: i32,
+        span: tracing::Span,
+    ) -> Option<tokio::task::AbortHandle> {
+        if self.0.unified {
+            return None;
+        }
+        let dir = oom::memory_cgroup(pid)?;
         let watch = match oom::OomWatch::new(dir.clone()) {
             Ok(w) => w,
             Err(e) => {
                 span.in_scope(
                     || tracing::warn!(cgroup = %dir.display(), error = %e, "no OOM events"),
                 );
-                return;
+                return None;
             }
         };
         let svc = self.clone();
         let id = id.to_string();
-        tokio::spawn(
+        let task = tokio::spawn(
             async move {
                 while watch.next().await {
                     tracing::warn!("out of memory");
@@ -492,6 +532,7 @@ impl Service {
             }
             .instrument(span),
         );
+        Some(task.abort_handle())
     }
 
     async fn exited(&self, id: &str, exec_id: &str, pid: i32, code: i32) {
@@ -506,6 +547,13 @@ impl Service {
         };
         let found = self.with(id, |c| {
             let p = c.proc_mut(id, exec_id)?;
+            if p.pid != pid {
+                // not the process this record describes (any more): nothing to report
+                return Err(ShimError::ProcessFinished {
+                    id: id.into(),
+                    exec_id: exec_id.into(),
+                });
+            }
             p.state = State::Stopped;
             p.close_stdin();
             p.exit.send_replace(Some(exit));
@@ -531,6 +579,10 @@ impl Service {
             },
         )
         .await;
+        // after TaskExit and the stopped record, Wait callers woken: a restart is a new run
+        if exec_id.is_empty() {
+            self.supervise_exit(id, exit.code);
+        }
     }
 
     async fn create_container(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
@@ -539,6 +591,16 @@ impl Service {
             return Err(ShimError::ContainerExists { id });
         }
         let bundle = PathBuf::from(&req.bundle);
+        let ann = read_annotations(&bundle);
+        // site mode: a bad restart annotation fails Create before anything exists. containerd
+        // mode never reads it: containerd (and kubelet) own restarts there.
+        let policy = match self.site_mode() {
+            true => Policy::from_annotations(&id, &ann)?,
+            false => Policy {
+                when: When::No,
+                initial: Duration::ZERO,
+            },
+        };
         let opts = ShimOptions::from_any(req.options.as_ref())?;
         opts.check()?;
         let root = match self.site_mode() {
@@ -564,7 +626,6 @@ impl Service {
 
         // tenant and profile travel in config.json to sgrun untouched (it enforces them,
         // tighten-only); the shim only names them in its log
-        let ann = read_annotations(&bundle);
         let span = tracing::info_span!(
             "container",
             container = %id,
@@ -624,6 +685,17 @@ impl Service {
         init.console = started.console;
         init.stdin_pump = started.stdin_pump;
         let out_pump = started.output;
+        if policy.when != When::No {
+            span.in_scope(|| tracing::info!(policy = ?policy.when, initial_ms = policy.initial.as_millis() as u64, "restart policy"));
+        } else if !self.site_mode() && ann.contains_key(RESTART_ANNOTATION) {
+            span.in_scope(|| {
+                tracing::info!("{RESTART_ANNOTATION} applies in site mode only: ignored")
+            });
+        }
+        let sup = (policy.when != When::No).then(|| Supervised {
+            state: Supervision::new(policy),
+            request: req.clone(),
+        });
         self.lock().insert(
             id.clone(),
             Container {
@@ -635,33 +707,20 @@ impl Service {
                 init,
                 execs: HashMap::new(),
                 exec_seq: 0,
+                oom: None,
+                sup,
             },
         );
         // watched from creation: an init that dies before start is reported too
         self.watch_exit(&id, "", pid, out_pump, span.clone());
-        if !self.0.unified {
-            self.watch_oom(&id, pid, span.clone());
-        }
+        let oom = self.watch_oom(&id, pid, span.clone());
+        let _ = self.with(&id, |c| {
+            c.oom = oom;
+            Ok(())
+        });
         span.in_scope(|| tracing::info!(pid, "created"));
-        self.publish(
-            topics::TASK_CREATE_EVENT_TOPIC,
-            TaskCreate {
-                container_id: id.clone(),
-                bundle: req.bundle.clone(),
-                rootfs: req.rootfs.clone(),
-                io: MessageField::some(TaskIO {
-                    stdin: req.stdin.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    terminal: req.terminal,
-                    ..Default::default()
-                }),
-                checkpoint: req.checkpoint.clone(),
-                pid: pid as u32,
-                ..Default::default()
-            },
-        )
-        .await;
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, task_create(&req, pid))
+            .await;
         Ok(CreateTaskResponse {
             pid: pid as u32,
             ..Default::default()
@@ -838,6 +897,11 @@ impl Service {
             if c.init.state == State::Created {
                 c.init.state = State::Running;
             }
+            // restarts are enabled by a client Start only. An exit of this run is held back
+            // by the gate until this Start returns, so it sees them enabled.
+            if let Some(s) = c.sup.as_mut() {
+                s.state.started(Instant::now());
+            }
             Ok(())
         })?;
         span.in_scope(|| tracing::info!(pid, "started"));
@@ -857,14 +921,34 @@ impl Service {
     }
 
     async fn delete_init(&self, id: &str) -> Result<DeleteResponse> {
-        let (rt, state, mut exit_rx, span) = self.with(id, |c| {
-            Ok((
-                c.rt.clone(),
-                c.init.state,
-                c.init.exit.subscribe(),
-                c.span.clone(),
-            ))
-        })?;
+        let (rt, state, mut exit_rx, span) = loop {
+            // a restart past its commit point finishes first; its outcome decides (a running
+            // init refuses the Delete, as always)
+            self.settle_restart(id).await?;
+            let found = self.with(id, |c| {
+                if c.sup.as_ref().is_some_and(|s| s.state.restarting()) {
+                    return Ok(None);
+                }
+                let state = c.init.state;
+                // checked and disabled under one lock, the one a restart commits under: the
+                // loop either committed before (settled above) or sees this and ends. A
+                // refused Delete changes nothing.
+                if !matches!(state, State::Running | State::Paused) {
+                    if let Some(s) = c.sup.as_mut() {
+                        s.state.disable();
+                    }
+                }
+                Ok(Some((
+                    c.rt.clone(),
+                    state,
+                    c.init.exit.subscribe(),
+                    c.span.clone(),
+                )))
+            })?;
+            if let Some(found) = found {
+                break found;
+            }
+        };
         if matches!(state, State::Running | State::Paused) {
             return Err(wrong_state(id, "", state, "delete", "stopped or created"));
         }
@@ -878,6 +962,9 @@ impl Service {
             .ok_or_else(|| ShimError::ContainerNotFound { id: id.into() })?;
         if c.rootfs_mounted {
             unmount_rootfs(&c.bundle);
+        }
+        if let Some(h) = &c.oom {
+            h.abort();
         }
         let exit = (*c.init.exit.borrow()).unwrap_or(Exit {
             code: 128 + libc::SIGKILL as u32,
@@ -1060,6 +1147,19 @@ impl Task for Service {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TResult<Empty> {
+        if req.exec_id.is_empty() {
+            // any client Kill of the init ends supervision until the next client Start, even
+            // one that finds the init already stopped (between runs, in its back-off): the
+            // client is stopping the site, and no restart may race its Wait and Delete
+            self.with(&req.id, |c| {
+                if let Some(s) = c.sup.as_mut() {
+                    s.state.disable();
+                }
+                Ok(())
+            })?;
+            // a restart already running finishes, and this Kill signals the init it started
+            self.settle_restart(&req.id).await?;
+        }
         let (rt, state, pid) = self.with(&req.id, |c| {
             let p = c.proc(&req.id, &req.exec_id)?;
             Ok((c.rt.clone(), p.state, p.pid))
@@ -1222,8 +1322,16 @@ impl Task for Service {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TResult<Empty> {
+        let mut map = self.lock();
+        // the client is done with this shim: no container restarts any more (a site whose
+        // containers remain stays up, unsupervised, until they are deleted)
+        for c in map.values_mut() {
+            if let Some(s) = c.sup.as_mut() {
+                s.state.disable();
+            }
+        }
         // the shim serves every container of its site: it goes when the last one is deleted
-        if self.lock().is_empty() {
+        if map.is_empty() {
             tracing::info!("shutting down");
             self.0.exit.signal();
         }
