@@ -82,6 +82,21 @@ impl EventLog {
     }
 }
 
+/// Lines stay small: a longer text (an error with sgrun's whole message) is cut here.
+const MAX_TEXT: usize = 400;
+
+/// `text`, cut to [`MAX_TEXT`] bytes on a character boundary, with `…` when cut.
+pub fn short(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// RFC 3339, UTC, milliseconds: `2026-11-27T14:30:00.123Z`.
 pub fn rfc3339_ms(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -381,6 +396,15 @@ mod tests {
         let v = json(&l);
         assert_eq!(v["container"], "c\"1");
         assert_eq!(v["error"], "bad\nthing");
+    }
+
+    #[test]
+    fn long_texts_are_cut() {
+        assert_eq!(short("sgrun create failed"), "sgrun create failed");
+        let long = "é".repeat(300);
+        let cut = short(&long);
+        assert!(cut.len() <= MAX_TEXT + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl Service {
                             &id,
                             &[
                                 ("attempt", Value::from(attempt)),
-                                ("error", Value::from(e.to_string())),
+                                ("error", Value::from(events_sink::short(&e.to_string()))),
                             ],
                         );
                     }
