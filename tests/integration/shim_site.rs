@@ -525,6 +525,61 @@ fn no_policy_leaves_an_exit_alone() {
 }
 
 #[test]
+fn a_failed_restart_is_retried_with_the_next_back_off() {
+    let env = TestEnv::new("site");
+    let site = Site::new(&env);
+    let bundle = env
+        .bundle()
+        .sh("echo run; exit 3")
+        .annotation(RESTART, "on-failure")
+        .annotation(BACKOFF, "50");
+    let c = env.container("retry", bundle);
+    let shim = site.start(&c.bundle_dir, &c.id);
+    shim.create(&c.bundle_dir, &site.out, &env.sg.root)
+        .unwrap_or_else(|e| panic!("Create: {}\n{}", message(&e), site.log_text()));
+    // the restart's create reads the bundle again: without config.json it fails
+    let config = c.bundle_dir.join("config.json");
+    let aside = c.bundle_dir.join("config.json.aside");
+    fs::rename(&config, &aside).unwrap();
+    shim.start();
+    let failed = site.wait_topic("/sgrun/restart-failed", 2, Duration::from_secs(20));
+    assert_eq!(failed[0]["attempt"], 1, "{}", failed[0]);
+    assert_eq!(failed[1]["attempt"], 2, "{}", failed[1]);
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(err.contains(&c.id) && err.contains("create"), "{err}");
+    assert!(site.topic("/sgrun/restart").is_empty());
+    // between attempts the init is stopped with its last status, and nothing is left in
+    // sgrun's root by the failed creates
+    let (status, _, exit) = shim.state();
+    assert_eq!((status, exit), (Status::STOPPED, 3));
+    let entries = env.sg.root_entries();
+    assert!(!entries.contains(&c.id), "{entries:?}");
+    fs::rename(&aside, &config).unwrap();
+    let restarts = site.wait_topic("/sgrun/restart", 1, Duration::from_secs(20));
+    let n = restarts[0]["attempt"].as_u64().unwrap();
+    assert!(
+        n >= 3,
+        "the count went on through the failures: {}",
+        restarts[0]
+    );
+    assert_eq!(restarts[0]["delay_ms"], 50 << (n - 1));
+    assert_eq!(
+        site.topic("/sgrun/restart-failed").len() as u64,
+        n - 1,
+        "{}",
+        site.log_text()
+    );
+
+    if let Err(e) = shim.kill(9) {
+        eprintln!("Kill: {}", message(&e));
+    }
+    shim.wait();
+    shim.delete();
+    shim.shutdown();
+    assert_site_gone(&site, &env, &c);
+}
+
+#[test]
 fn a_bad_restart_annotation_fails_create_and_leaves_nothing() {
     let env = TestEnv::new("site");
     let site = Site::new(&env);
