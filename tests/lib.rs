@@ -1,7 +1,8 @@
 //! Harness for sgrun's integration tests: real containers, as root, on this kernel, driven only
 //! through the `sgrun` binary exactly as containerd or a person would drive runc.
 //!
-//! - [`sgrun_bin`] finds the binary (env `SGRUN_BIN`, else `target/debug/sgrun`);
+//! - [`sgrun_bin`] finds the binary (env `SGRUN_BIN`, else `target/debug/sgrun`), and
+//!   [`shim_bin`] the shim (env `SGRUN_SHIM_BIN`, else next to sgrun);
 //! - [`rootfs`] builds the busybox rootfs once per run (shared, mounted read-only by every
 //!   container), [`userns_rootfs`] a copy owned by the mapped root, [`probe_dir`] the static
 //!   syscall probe;
@@ -110,6 +111,26 @@ pub fn sgrun_bin() -> PathBuf {
         assert!(
             p.is_file(),
             "sgrun binary not found at {}: run `cargo build -p sgrun` first (or set SGRUN_BIN)",
+            p.display()
+        );
+        p
+    })
+    .clone()
+}
+
+/// The shim binary under test (containerd-shim-sgrun-v1): `$SGRUN_SHIM_BIN`, else next to the
+/// sgrun binary ([`sgrun_bin`]), as `cargo build -p containerd-shim-sgrun-v1 -p sgrun` leaves
+/// them.
+pub fn shim_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let p = match std::env::var_os("SGRUN_SHIM_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => sgrun_bin().with_file_name("containerd-shim-sgrun-v1"),
+        };
+        assert!(
+            p.is_file(),
+            "shim binary not found at {}: run `cargo build -p containerd-shim-sgrun-v1` (same target dir as sgrun) or set SGRUN_SHIM_BIN",
             p.display()
         );
         p

@@ -104,6 +104,24 @@ pub enum ShimError {
 
     #[error("container {id}: checkpoint is not supported by sgrun")]
     CheckpointUnsupported { id: String },
+
+    #[error("container {id}: annotation {annotation}={value:?} is not valid: {allowed}")]
+    BadAnnotation {
+        id: String,
+        annotation: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+
+    #[error("site mode: {var}={value:?}: {reason}")]
+    SiteEnv {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("site {run}: the shim daemon did not come up: {reason}")]
+    SiteStart { run: PathBuf, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, ShimError>;
@@ -130,14 +148,17 @@ impl ShimError {
             | OptionsFile { .. }
             | OptionRefused { .. }
             | StdioUri { .. }
-            | BadRequest { .. } => ttrpc::Code::INVALID_ARGUMENT,
+            | BadRequest { .. }
+            | BadAnnotation { .. } => ttrpc::Code::INVALID_ARGUMENT,
             CheckpointUnsupported { .. } => ttrpc::Code::UNIMPLEMENTED,
             BinaryNotFound { .. }
             | Io { .. }
             | Runtime { .. }
             | RuntimeOutput { .. }
             | Console { .. }
-            | Mount { .. } => ttrpc::Code::UNKNOWN,
+            | Mount { .. }
+            | SiteEnv { .. }
+            | SiteStart { .. } => ttrpc::Code::UNKNOWN,
         }
     }
 }

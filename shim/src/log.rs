@@ -120,6 +120,20 @@ pub fn open_fifo() -> Box<dyn Write + Send> {
     }
 }
 
+/// Opens the site-mode log file for appending (created 0640); without it, stderr.
+pub fn open_append(path: &std::path::Path) -> Box<dyn Write + Send> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+    {
+        Ok(f) => Box::new(f),
+        Err(_) => Box::new(std::io::stderr()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

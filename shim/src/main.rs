@@ -5,12 +5,15 @@
 //! it with `delete` to clean up after a daemon that died. See docs/shim.md.
 
 mod error;
+mod events_sink;
 mod log;
 mod oom;
 mod options;
 mod reaper;
+mod restart;
 mod runtime;
 mod service;
+mod site;
 mod stats;
 mod stdio;
 

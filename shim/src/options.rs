@@ -176,6 +176,14 @@ impl ShimOptions {
         Ok(())
     }
 
+    /// sgrun's state root in site mode: Root verbatim (no namespace appended), else sgrun's
+    /// own default, so that `sgrun exec ID` and `sgrun list` see site containers without flags.
+    pub fn site_root(&self) -> PathBuf {
+        self.root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::site::DEFAULT_ROOT))
+    }
+
     /// sgrun's state root for a containerd namespace.
     pub fn root_for(&self, namespace: &str) -> PathBuf {
         self.root
@@ -206,6 +214,17 @@ impl ShimOptions {
             .find(|p| p.is_file())
             .ok_or(ShimError::BinaryNotFound { name: name.into() })
     }
+}
+
+/// What Create keeps in the bundle (`sgrun-shim.json`) for `delete` after a dead shim: the
+/// options, and the state root they resolved to (site mode and containerd mode resolve Root
+/// differently; files written before this field existed lack it).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Persisted {
+    #[serde(flatten)]
+    pub options: ShimOptions,
+    #[serde(default)]
+    pub state_root: Option<PathBuf>,
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -330,6 +349,33 @@ mod tests {
         };
         let a = any(RUNC_OPTIONS_TYPE, o.write_to_bytes().unwrap());
         assert!(ShimOptions::from_any(Some(&a)).is_err());
+    }
+
+    #[test]
+    fn site_mode_uses_root_verbatim() {
+        let o = ShimOptions {
+            root: Some("/tmp/r".into()),
+            ..Default::default()
+        };
+        assert_eq!(o.site_root(), PathBuf::from("/tmp/r"));
+        assert_eq!(o.root_for("sgrun"), PathBuf::from("/tmp/r/sgrun"));
+        assert_eq!(
+            ShimOptions::default().site_root(),
+            PathBuf::from("/run/sgrun")
+        );
+        // the persisted file reads back, with or without the resolved root
+        let p = Persisted {
+            options: o.clone(),
+            state_root: Some("/tmp/r".into()),
+        };
+        let back: Persisted = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        assert_eq!(back.options, o);
+        assert_eq!(back.state_root.as_deref(), Some(Path::new("/tmp/r")));
+        let old: Persisted =
+            serde_json::from_str(r#"{"binary_name":"/x","root":null,"default_profile":null}"#)
+                .unwrap();
+        assert_eq!(old.options.binary_name.as_deref(), Some("/x"));
+        assert_eq!(old.state_root, None);
     }
 
     #[test]

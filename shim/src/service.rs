@@ -6,13 +6,19 @@
 //! containers behind a std Mutex that is never held across an await: each request reads what
 //! it needs, runs sgrun, then writes back. The init and every exec are watched by one task
 //! each, which gets the exit status from the reaper and publishes TaskExit.
+//!
+//! Site mode (site.rs, started by `sgrun site` without containerd) changes four things here:
+//! the socket, the state root, events written to the site's log instead of containerd
+//! (events_sink.rs), and restart supervision of the init (restart.rs, service/supervise.rs).
+
+mod supervise;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use containerd_shim::api::{
@@ -45,8 +51,11 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::{Result, ShimError};
-use crate::options::ShimOptions;
+use crate::events_sink::{self, EventLog};
+use crate::options::{Persisted, ShimOptions};
+use crate::restart::{Policy, Supervision, When, RESTART_ANNOTATION};
 use crate::runtime::{ChildIo, Sgrun};
+use crate::site::{self, Site};
 use crate::stdio::{self, ConsoleSocket, PtyMaster, Sink};
 use crate::{log, oom, reaper, stats};
 
@@ -139,7 +148,8 @@ impl Proc {
 }
 
 struct Container {
-    /// True while the init's start runs: its TaskExit waits, so TaskStart comes first.
+    /// True while the init's start runs (a client Start, or a restart in site mode): its
+    /// TaskExit waits, so TaskStart comes first.
     starting: watch::Sender<bool>,
     bundle: PathBuf,
     rt: Arc<Sgrun>,
@@ -149,6 +159,17 @@ struct Container {
     execs: HashMap<String, Proc>,
     /// Names exec files in the bundle (exec ids are client-chosen strings).
     exec_seq: u32,
+    /// The OOM watch of the current run: a restart ends it before the cgroup is re-created
+    /// under the same path (the old watch would take the new directory for its own).
+    oom: Option<tokio::task::AbortHandle>,
+    /// Site mode with a restart policy: the supervision state and what to re-create from.
+    sup: Option<Supervised>,
+}
+
+struct Supervised {
+    state: Supervision,
+    /// The client's Create, replayed as is by every restart (same bundle, stdio, options).
+    request: CreateTaskRequest,
 }
 
 impl Container {
@@ -184,6 +205,8 @@ struct Inner {
     exit: Arc<ExitSignal>,
     containers: Mutex<HashMap<String, Container>>,
     unified: bool,
+    /// Site mode: where events go instead of containerd.
+    events: Option<Arc<EventLog>>,
 }
 
 #[derive(Clone)]
@@ -261,6 +284,25 @@ async fn read_pid(path: &Path) -> Result<i32> {
     })
 }
 
+/// TaskCreate for a created init (first run or restart).
+fn task_create(req: &CreateTaskRequest, pid: i32) -> TaskCreate {
+    TaskCreate {
+        container_id: req.id.clone(),
+        bundle: req.bundle.clone(),
+        rootfs: req.rootfs.clone(),
+        io: MessageField::some(TaskIO {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+            ..Default::default()
+        }),
+        checkpoint: req.checkpoint.clone(),
+        pid: pid as u32,
+        ..Default::default()
+    }
+}
+
 /// Opens the start gate when dropped (the start returned, or failed).
 struct GateOpener(watch::Sender<bool>);
 
@@ -308,14 +350,24 @@ fn start_pumps(
 }
 
 impl Service {
-    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(
+        namespace: &str,
+        publisher: RemotePublisher,
+        exit: Arc<ExitSignal>,
+        events: Option<Arc<EventLog>>,
+    ) -> Self {
         Service(Arc::new(Inner {
             namespace: namespace.into(),
             publisher,
             exit,
             containers: Mutex::new(HashMap::new()),
             unified: stats::unified_host(),
+            events,
         }))
+    }
+
+    fn site_mode(&self) -> bool {
+        self.0.events.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Container>> {
@@ -395,6 +447,12 @@ impl Service {
             }),
             ..Default::default()
         };
+        if let Some(log) = &self.0.events {
+            // site mode: straight into the log, not through the crate's publisher queue
+            // (events_sink.rs says why)
+            log.envelope(&envelope);
+            return;
+        }
         let req = ForwardRequest {
             envelope: MessageField::some(envelope),
             ..Default::default()
@@ -436,23 +494,29 @@ impl Service {
     }
 
     /// Publishes TaskOOM for each OOM in the container's memory cgroup (v1), until the
-    /// cgroup is removed.
-    fn watch_oom(&self, id: &str, pid: i32, span: tracing::Span) {
-        let Some(dir) = oom::memory_cgroup(pid) else {
-            return;
-        };
+    /// cgroup is removed (or the returned handle aborts it).
+    fn watch_oom(
+        &self,
+        id: &str,
+        pid: i32,
+        span: tracing::Span,
+    ) -> Option<tokio::task::AbortHandle> {
+        if self.0.unified {
+            return None;
+        }
+        let dir = oom::memory_cgroup(pid)?;
         let watch = match oom::OomWatch::new(dir.clone()) {
             Ok(w) => w,
             Err(e) => {
                 span.in_scope(
                     || tracing::warn!(cgroup = %dir.display(), error = %e, "no OOM events"),
                 );
-                return;
+                return None;
             }
         };
         let svc = self.clone();
         let id = id.to_string();
-        tokio::spawn(
+        let task = tokio::spawn(
             async move {
                 while watch.next().await {
                     tracing::warn!("out of memory");
@@ -468,6 +532,7 @@ impl Service {
             }
             .instrument(span),
         );
+        Some(task.abort_handle())
     }
 
     async fn exited(&self, id: &str, exec_id: &str, pid: i32, code: i32) {
@@ -482,6 +547,13 @@ impl Service {
         };
         let found = self.with(id, |c| {
             let p = c.proc_mut(id, exec_id)?;
+            if p.pid != pid {
+                // not the process this record describes (any more): nothing to report
+                return Err(ShimError::ProcessFinished {
+                    id: id.into(),
+                    exec_id: exec_id.into(),
+                });
+            }
             p.state = State::Stopped;
             p.close_stdin();
             p.exit.send_replace(Some(exit));
@@ -507,6 +579,10 @@ impl Service {
             },
         )
         .await;
+        // after TaskExit and the stopped record, Wait callers woken: a restart is a new run
+        if exec_id.is_empty() {
+            self.supervise_exit(id, exit.code);
+        }
     }
 
     async fn create_container(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
@@ -515,21 +591,41 @@ impl Service {
             return Err(ShimError::ContainerExists { id });
         }
         let bundle = PathBuf::from(&req.bundle);
+        let ann = read_annotations(&bundle);
+        // site mode: a bad restart annotation fails Create before anything exists. containerd
+        // mode never reads it: containerd (and kubelet) own restarts there.
+        let policy = match self.site_mode() {
+            true => Policy::from_annotations(&id, &ann)?,
+            false => Policy {
+                when: When::No,
+                initial: Duration::ZERO,
+            },
+        };
         let opts = ShimOptions::from_any(req.options.as_ref())?;
         opts.check()?;
+        let root = match self.site_mode() {
+            true => opts.site_root(),
+            false => opts.root_for(&self.0.namespace),
+        };
         let rt = Arc::new(Sgrun {
             binary: opts.binary()?,
-            root: opts.root_for(&self.0.namespace),
+            root: root.clone(),
             log: bundle.join("log.json"),
             default_profile: opts.default_profile.clone(),
         });
         let opts_path = bundle.join(OPTIONS_FILE);
-        std::fs::write(&opts_path, serde_json::to_vec(&opts).unwrap_or_default())
-            .map_err(|e| ShimError::io(&opts_path, "writing shim options", e))?;
+        let persisted = Persisted {
+            options: opts,
+            state_root: Some(root),
+        };
+        std::fs::write(
+            &opts_path,
+            serde_json::to_vec(&persisted).unwrap_or_default(),
+        )
+        .map_err(|e| ShimError::io(&opts_path, "writing shim options", e))?;
 
         // tenant and profile travel in config.json to sgrun untouched (it enforces them,
         // tighten-only); the shim only names them in its log
-        let ann = read_annotations(&bundle);
         let span = tracing::info_span!(
             "container",
             container = %id,
@@ -589,6 +685,17 @@ impl Service {
         init.console = started.console;
         init.stdin_pump = started.stdin_pump;
         let out_pump = started.output;
+        if policy.when != When::No {
+            span.in_scope(|| tracing::info!(policy = ?policy.when, initial_ms = policy.initial.as_millis() as u64, "restart policy"));
+        } else if !self.site_mode() && ann.contains_key(RESTART_ANNOTATION) {
+            span.in_scope(|| {
+                tracing::info!("{RESTART_ANNOTATION} applies in site mode only: ignored")
+            });
+        }
+        let sup = (policy.when != When::No).then(|| Supervised {
+            state: Supervision::new(policy),
+            request: req.clone(),
+        });
         self.lock().insert(
             id.clone(),
             Container {
@@ -600,33 +707,20 @@ impl Service {
                 init,
                 execs: HashMap::new(),
                 exec_seq: 0,
+                oom: None,
+                sup,
             },
         );
         // watched from creation: an init that dies before start is reported too
         self.watch_exit(&id, "", pid, out_pump, span.clone());
-        if !self.0.unified {
-            self.watch_oom(&id, pid, span.clone());
-        }
+        let oom = self.watch_oom(&id, pid, span.clone());
+        let _ = self.with(&id, |c| {
+            c.oom = oom;
+            Ok(())
+        });
         span.in_scope(|| tracing::info!(pid, "created"));
-        self.publish(
-            topics::TASK_CREATE_EVENT_TOPIC,
-            TaskCreate {
-                container_id: id.clone(),
-                bundle: req.bundle.clone(),
-                rootfs: req.rootfs.clone(),
-                io: MessageField::some(TaskIO {
-                    stdin: req.stdin.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    terminal: req.terminal,
-                    ..Default::default()
-                }),
-                checkpoint: req.checkpoint.clone(),
-                pid: pid as u32,
-                ..Default::default()
-            },
-        )
-        .await;
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, task_create(&req, pid))
+            .await;
         Ok(CreateTaskResponse {
             pid: pid as u32,
             ..Default::default()
@@ -803,6 +897,11 @@ impl Service {
             if c.init.state == State::Created {
                 c.init.state = State::Running;
             }
+            // restarts are enabled by a client Start only. An exit of this run is held back
+            // by the gate until this Start returns, so it sees them enabled.
+            if let Some(s) = c.sup.as_mut() {
+                s.state.started(Instant::now());
+            }
             Ok(())
         })?;
         span.in_scope(|| tracing::info!(pid, "started"));
@@ -822,14 +921,34 @@ impl Service {
     }
 
     async fn delete_init(&self, id: &str) -> Result<DeleteResponse> {
-        let (rt, state, mut exit_rx, span) = self.with(id, |c| {
-            Ok((
-                c.rt.clone(),
-                c.init.state,
-                c.init.exit.subscribe(),
-                c.span.clone(),
-            ))
-        })?;
+        let (rt, state, mut exit_rx, span) = loop {
+            // a restart past its commit point finishes first; its outcome decides (a running
+            // init refuses the Delete, as always)
+            self.settle_restart(id).await?;
+            let found = self.with(id, |c| {
+                if c.sup.as_ref().is_some_and(|s| s.state.restarting()) {
+                    return Ok(None);
+                }
+                let state = c.init.state;
+                // checked and disabled under one lock, the one a restart commits under: the
+                // loop either committed before (settled above) or sees this and ends. A
+                // refused Delete changes nothing.
+                if !matches!(state, State::Running | State::Paused) {
+                    if let Some(s) = c.sup.as_mut() {
+                        s.state.disable();
+                    }
+                }
+                Ok(Some((
+                    c.rt.clone(),
+                    state,
+                    c.init.exit.subscribe(),
+                    c.span.clone(),
+                )))
+            })?;
+            if let Some(found) = found {
+                break found;
+            }
+        };
         if matches!(state, State::Running | State::Paused) {
             return Err(wrong_state(id, "", state, "delete", "stopped or created"));
         }
@@ -843,6 +962,9 @@ impl Service {
             .ok_or_else(|| ShimError::ContainerNotFound { id: id.into() })?;
         if c.rootfs_mounted {
             unmount_rootfs(&c.bundle);
+        }
+        if let Some(h) = &c.oom {
+            h.abort();
         }
         let exit = (*c.init.exit.borrow()).unwrap_or(Exit {
             code: 128 + libc::SIGKILL as u32,
@@ -1025,6 +1147,19 @@ impl Task for Service {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TResult<Empty> {
+        if req.exec_id.is_empty() {
+            // any client Kill of the init ends supervision until the next client Start, even
+            // one that finds the init already stopped (between runs, in its back-off): the
+            // client is stopping the site, and no restart may race its Wait and Delete
+            self.with(&req.id, |c| {
+                if let Some(s) = c.sup.as_mut() {
+                    s.state.disable();
+                }
+                Ok(())
+            })?;
+            // a restart already running finishes, and this Kill signals the init it started
+            self.settle_restart(&req.id).await?;
+        }
         let (rt, state, pid) = self.with(&req.id, |c| {
             let p = c.proc(&req.id, &req.exec_id)?;
             Ok((c.rt.clone(), p.state, p.pid))
@@ -1187,8 +1322,16 @@ impl Task for Service {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TResult<Empty> {
+        let mut map = self.lock();
+        // the client is done with this shim: no container restarts any more (a site whose
+        // containers remain stays up, unsupervised, until they are deleted)
+        for c in map.values_mut() {
+            if let Some(s) = c.sup.as_mut() {
+                s.state.disable();
+            }
+        }
         // the shim serves every container of its site: it goes when the last one is deleted
-        if self.lock().is_empty() {
+        if map.is_empty() {
             tracing::info!("shutting down");
             self.0.exit.signal();
         }
@@ -1202,6 +1345,12 @@ pub struct SgrunShim {
     id: String,
     debug: bool,
     exit: Arc<ExitSignal>,
+    /// Site mode (site.rs): set from the environment for every action.
+    site: Option<Site>,
+    /// Site mode, daemon: the event log and the Events service on events.sock (kept alive
+    /// here: dropping the server stops it).
+    events: Option<Arc<EventLog>>,
+    events_server: Option<Mutex<ttrpc::r#async::Server>>,
 }
 
 /// Adjusts the shim's OOM score to containerd's + 1 (as containerd-shim-runc-v2 does): under
@@ -1228,28 +1377,70 @@ impl Shim for SgrunShim {
     type T = Service;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        let site = match Site::from_env() {
+            Ok(s) => s,
+            Err(e) => {
+                // before anything else: `start` prints this to the client
+                eprintln!("containerd-shim-sgrun-v1: {e}");
+                std::process::exit(2);
+            }
+        };
         // no_reaper and no_setup_logger are set in main: the shim reaps through its own loop
         // (reaper.rs) and logs through tracing (log.rs)
-        if args.action.is_empty() {
-            log::init(log::open_fifo(), args.debug);
-        } else {
-            log::init(Box::new(std::io::stderr()), args.debug);
+        let daemon = args.action.is_empty();
+        match (&site, daemon) {
+            (Some(site), true) => log::init(log::open_append(&site.log_path()), args.debug),
+            (None, true) => log::init(log::open_fifo(), args.debug),
+            _ => log::init(Box::new(std::io::stderr()), args.debug),
         }
-        SgrunShim {
+        let mut shim = SgrunShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             debug: args.debug,
             exit: Arc::new(ExitSignal::default()),
+            site,
+            events: None,
+            events_server: None,
+        };
+        if let (Some(site), true) = (&shim.site, daemon) {
+            // Here, not in create_task_service: the crate's bootstrap connects its publisher
+            // to TTRPC_ADDRESS (events.sock, set by `start`) between `new` and that call, and
+            // fails without a listener. connect(2) completes on the listen backlog, so the
+            // accept loop spawned here may run later on this same thread.
+            let log = Arc::new(EventLog::new(site.events.clone()));
+            match events_sink::serve(&site.events_socket(), log.clone()).await {
+                Ok(server) => {
+                    shim.events = Some(log);
+                    shim.events_server = Some(Mutex::new(server));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "site mode: no events service");
+                    std::process::exit(1);
+                }
+            }
         }
+        shim
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let cwd = std::env::current_dir().map_err(|e| ShimError::io(".", "current dir", e))?;
-        // one shim per site: the containers of one pod share it
-        let grouping = read_annotations(&cwd)
-            .remove(SANDBOX_ID_ANNOTATION)
-            .unwrap_or_else(|| opts.id.clone());
-        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+        let (address, _site_lock) = match &self.site {
+            Some(site) => {
+                // held until the daemon serves (or failed): see Site::lock
+                let lock = site.lock()?;
+                site::remove_stale_socket(&site.shim_socket());
+                (site.shim_address(), Some(lock))
+            }
+            None => {
+                // one shim per site: the containers of one pod share it
+                let grouping = read_annotations(&cwd)
+                    .remove(SANDBOX_ID_ANNOTATION)
+                    .unwrap_or_else(|| opts.id.clone());
+                let address =
+                    containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+                (address, None)
+            }
+        };
         if socket_alive(&address) {
             std::fs::write("address", &address)
                 .map_err(|e| ShimError::io(cwd.join("address"), "writing", e))?;
@@ -1277,6 +1468,10 @@ impl Shim for SgrunShim {
         if self.debug || opts.debug {
             cmd.arg("-debug");
         }
+        if let Some(site) = &self.site {
+            // the daemon must be in site mode too, and publish to its own events.sock
+            cmd.envs(site.daemon_env());
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| ShimError::io(&exe, "starting the shim daemon", e))?;
@@ -1285,6 +1480,19 @@ impl Shim for SgrunShim {
         let mut sink = Vec::new();
         if let Some(mut out) = child.stdout.take() {
             let _ = std::io::Read::read_to_end(&mut out, &mut sink);
+        }
+        if let Some(site) = &self.site {
+            // no containerd to notice a daemon that died at once: say so now
+            if !socket_alive(&address) {
+                return Err(ShimError::SiteStart {
+                    run: site.run.clone(),
+                    reason: format!(
+                        "nothing serves {address}; see {}",
+                        site.log_path().display()
+                    ),
+                }
+                .into());
+            }
         }
         std::fs::write("address", &address)
             .map_err(|e| ShimError::io(cwd.join("address"), "writing", e))?;
@@ -1295,14 +1503,20 @@ impl Shim for SgrunShim {
         // containerd runs this after a shim died: remove what sgrun and the shim left
         reaper::start().map_err(|e| ShimError::io("SIGCHLD", "installing handler", e))?;
         let bundle = std::env::current_dir().map_err(|e| ShimError::io(".", "current dir", e))?;
-        let opts: ShimOptions = std::fs::read(bundle.join(OPTIONS_FILE))
+        let saved: Persisted = std::fs::read(bundle.join(OPTIONS_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let opts = &saved.options;
+        let root = match (&saved.state_root, &self.site) {
+            (Some(r), _) => r.clone(),
+            (None, Some(_)) => opts.site_root(),
+            (None, None) => opts.root_for(&self.namespace),
+        };
         if let Ok(binary) = opts.binary() {
             let rt = Sgrun {
                 binary,
-                root: opts.root_for(&self.namespace),
+                root,
                 log: bundle.join("log.json"),
                 default_profile: None,
             };
@@ -1329,13 +1543,40 @@ impl Shim for SgrunShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        if let (Some(site), Some(log)) = (&self.site, &self.events) {
+            // the crate removes the socket named in the bundle's `address` file after this;
+            // both site sockets go here, with the last record
+            log.record(
+                events_sink::TOPIC_SHIM_EXIT,
+                &self.id,
+                &[("reason", serde_json::Value::from("shutdown"))],
+            );
+            site::remove_socket(&site.shim_socket());
+            site::remove_socket(&site.events_socket());
+            // stops accepting; no graceful shutdown: it would wait for the crate's publisher
+            // connection, which lives as long as the process
+            drop(self.events_server.take());
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Service {
         if let Err(e) = reaper::start() {
             tracing::error!(error = %e, "installing the SIGCHLD handler");
         }
-        Service::new(&self.namespace, publisher, self.exit.clone())
+        if let Some(log) = &self.events {
+            tracing::info!(events = %log.path().display(), "site mode");
+            log.record(
+                events_sink::TOPIC_SHIM_START,
+                &self.id,
+                &[("pid", serde_json::Value::from(std::process::id()))],
+            );
+        }
+        Service::new(
+            &self.namespace,
+            publisher,
+            self.exit.clone(),
+            self.events.clone(),
+        )
     }
 }
 

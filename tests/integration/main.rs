@@ -20,6 +20,7 @@ mod profiles;
 mod rootfs;
 mod seccomp;
 mod security;
+mod shim_site;
 mod tenants;
 mod tmux;
 mod toolbox;
