@@ -401,7 +401,12 @@ impl Sites {
     /// SIGTERM, SIGKILL after `timeout`, Delete, Shutdown: the shim's Kill cancels any
     /// restart the policy had planned, so the order cannot race a restart.
     fn end_shim(&self, r: &SiteRef, client: &ShimClient, timeout: Duration) -> Result<()> {
-        client.kill(libc::SIGTERM, false)?;
+        // a Kill that fails because the init exited at that moment is a stop: the state says
+        if let Err(e) = client.kill(libc::SIGTERM, false) {
+            if !client.wait_stopped(Duration::ZERO)? {
+                return Err(e);
+            }
+        }
         if !client.wait_stopped(timeout)? {
             warn!(
                 timeout_s = timeout.as_secs(),
