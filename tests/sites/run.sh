@@ -166,6 +166,16 @@ code=$(http "$(url "nosuch.localhost" /)")
 [[ $code == 404 ]] || die "an unknown Host answered $code, not 404"
 ok "an unknown Host gets 404"
 
+# --- 2b. the SRE toolbox by site name ---------------------------------------------------------
+sg ps "$a" | grep -q mariadbd || die "sgrun ps $a does not list mariadbd"
+[[ $(sg stats --no-stream --json "$a" | jq -r '.[0].id') == "$ta.blog" ]] || die "sgrun stats $a"
+[[ $(sg site stats --no-stream --json | jq 'length') -ge 2 ]] || die "sgrun site stats"
+[[ $(sg inspect "$a" | jq -r '.tenant.name') == "$ta" ]] || die "sgrun inspect $a does not name its tenant"
+sg logs -n 50 "$a" | grep -q "site ready" || die "sgrun logs $a does not show the stack's output"
+sg site logs -n 50 "$b" | grep -q "site ready" || die "sgrun site logs $b"
+expect_fail "exec into an unknown site" "$ta/nosuch does not exist" sg exec "$ta/nosuch" true
+ok "ps, stats, inspect, logs and exec take site names"
+
 # --- 3. isolation ----------------------------------------------------------------------------
 vol_b=$(sg tenant show --json "$tb" | jq -r .mount_path)
 [[ -f $vol_b/sites/shop/wp-salts.php ]] || die "test set-up: $b's salts are not at $vol_b/sites/shop"

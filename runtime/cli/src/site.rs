@@ -175,6 +175,8 @@ failed.")]
         /// Also delete the site's data on the tenant's volume (sites/SITE)
         #[arg(long)]
         purge: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -418,9 +420,22 @@ pub fn run(cmd: SiteCommand, ctx: &Ctx) -> Result<u8> {
             let rt = sgrun_engine::Runtime::new(ctx.root)?;
             crate::toolbox::stats_cmd(&rt, &ids, no_stream, json, Duration::from_secs(1))
         }
-        SiteCommand::Rm { site, force, purge } => {
+        SiteCommand::Rm {
+            site,
+            force,
+            purge,
+            json,
+        } => {
             let r = SiteRef::parse(&site)?;
             sites.remove(&r, force, purge)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"site": r.to_string(), "removed": true, "data_purged": purge})
+                );
+                crate::proxy::sync(ctx)?;
+                return Ok(0);
+            }
             println!(
                 "site {r} removed{}",
                 if purge {
