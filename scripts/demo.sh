@@ -99,7 +99,7 @@ sg site ls
 echo
 for s in "${sites[@]}"; do
     d=$(domain "$s")
-    t=$(curl -s --max-time 30 "http://$d:$port/" | grep -o '<title>[^<]*' | head -n1 | sed 's/<title>//')
+    t=$(curl -s --max-time 30 "http://$d:$port/" | grep -o '<title>[^<]*' | head -n1 | sed "s/<title>//; s/&#039;/'/g")
     pw=$(awk -v s="$s" '$1 == s { print $3 }' "$creds" 2>/dev/null)
     printf '  %-12s http://%s:%s/   "%s"   admin: http://%s:%s/wp-admin/ (admin / %s)\n' \
         "$s" "$d" "$port" "$t" "$d" "$port" "${pw:-see $creds}"
