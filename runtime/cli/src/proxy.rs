@@ -171,3 +171,21 @@ pub fn sync(ctx: &Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where a site can be reached, for people: its URL through the running proxy, else its
+/// socket and how to start the proxy.
+pub fn where_served(ctx: &Ctx, domain: &str, socket: &std::path::Path) -> String {
+    let listen = proxy(ctx, Vec::new())
+        .status()
+        .ok()
+        .filter(|st| st.running)
+        .and_then(|st| st.listen.first().copied());
+    match listen {
+        Some(addr) if addr.port() == 80 => format!("http://{domain}/"),
+        Some(addr) => format!("http://{domain}:{}/", addr.port()),
+        None => format!(
+            "HTTP on {} (`sgrun proxy start` serves http://{domain}:8080/)",
+            socket.display()
+        ),
+    }
+}

@@ -289,11 +289,11 @@ pub fn run(cmd: SiteCommand, ctx: &Ctx) -> Result<u8> {
                     Ok(st) => {
                         if !json {
                             println!(
-                                "site {r} started in {:.2} s: http://{}/ (pid {}, shim {})",
+                                "site {r} started in {:.2} s (pid {}, shim {}): {}",
                                 t0.elapsed().as_secs_f64(),
-                                st.domain,
                                 st.pid.unwrap_or(0),
-                                st.shim_pid.unwrap_or(0)
+                                st.shim_pid.unwrap_or(0),
+                                crate::proxy::where_served(ctx, &st.domain, &st.http_socket)
                             );
                         }
                         out.push(serde_json::to_value(&st)?);
@@ -353,9 +353,9 @@ pub fn run(cmd: SiteCommand, ctx: &Ctx) -> Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 println!(
-                    "site {r} restarted: http://{}/ (pid {})",
-                    st.domain,
-                    st.pid.unwrap_or(0)
+                    "site {r} restarted (pid {}): {}",
+                    st.pid.unwrap_or(0),
+                    crate::proxy::where_served(ctx, &st.domain, &st.http_socket)
                 );
             }
             Ok(0)
