@@ -469,6 +469,19 @@ impl Service {
         }
     }
 
+    /// TaskStart of a container's init: at a client's Start and at a restart by the policy.
+    async fn publish_start(&self, id: &str, pid: i32) {
+        self.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            TaskStart {
+                container_id: id.into(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
     /// Watches a started process: reaper status, then output drained, then TaskExit.
     fn watch_exit(
         &self,
@@ -905,15 +918,7 @@ impl Service {
             Ok(())
         })?;
         span.in_scope(|| tracing::info!(pid, "started"));
-        self.publish(
-            topics::TASK_START_EVENT_TOPIC,
-            TaskStart {
-                container_id: id.into(),
-                pid: pid as u32,
-                ..Default::default()
-            },
-        )
-        .await;
+        self.publish_start(id, pid).await;
         Ok(StartResponse {
             pid: pid as u32,
             ..Default::default()

@@ -248,14 +248,5 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| SiteError::Json {
-                path: path.into(),
-                source,
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(SiteError::io("read", path)(e)),
-    }
+    Ok(sgrun_tenants::registry::read_json(path)?)
 }

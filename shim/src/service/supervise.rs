@@ -229,15 +229,7 @@ impl Service {
         tracing::info!(attempt, pid, "restarted");
         self.publish(topics::TASK_CREATE_EVENT_TOPIC, task_create(&req, pid))
             .await;
-        self.publish(
-            topics::TASK_START_EVENT_TOPIC,
-            TaskStart {
-                container_id: id.into(),
-                pid: pid as u32,
-                ..Default::default()
-            },
-        )
-        .await;
+        self.publish_start(id, pid).await;
         if let Some(log) = &self.0.events {
             log.record(
                 events_sink::TOPIC_RESTART,
