@@ -472,7 +472,12 @@ impl Sites {
                 self.end_shim(r, &client, timeout)?;
                 true
             }
-            None => self.shim_record(r)?.is_some(),
+            None => {
+                // No shim (killed): its stack may still run, unsupervised. Stop it as the
+                // shim would, SIGTERM first, so MariaDB shuts down cleanly.
+                self.stop_unsupervised(&r.container_id(), timeout);
+                self.shim_record(r)?.is_some()
+            }
         };
         self.clean_leftovers(r)?;
         rec.desired = Desired::Stopped;
@@ -577,6 +582,27 @@ impl Sites {
             }
         }
         Ok(st)
+    }
+
+    /// SIGTERM to a running container's init through sgrun itself, and up to `timeout` for
+    /// it to stop; the forced delete that follows does the rest.
+    fn stop_unsupervised(&self, id: &str, timeout: Duration) {
+        if !matches!(self.container_state(id), Some((s, _)) if s == "running") {
+            return;
+        }
+        warn!(container = id, "stopping a stack that has no shim");
+        let _ = std::process::Command::new(&self.sgrun)
+            .arg("--root")
+            .arg(&self.runtime_root)
+            .args(["kill", id, "TERM"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline
+            && matches!(self.container_state(id), Some((s, _)) if s == "running")
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `sgrun state` of the site's container: its status and pid, if it exists.
@@ -690,4 +716,37 @@ fn event_summary(path: &Path, since: Option<u64>) -> (u32, Option<u32>) {
         }
     }
     (restarts, last_exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_count_from_the_last_shim_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let lines = [
+            r#"{"topic":"/sgrun/shim-start","pid":1}"#,
+            r#"{"topic":"/sgrun/restart","attempt":1}"#,
+            r#"{"topic":"/tasks/exit","exit_status":137}"#,
+            r#"{"topic":"/sgrun/shim-start","pid":2}"#,
+            r#"{"topic":"/tasks/exit","exit_status":1}"#,
+            r#"{"topic":"/sgrun/restart","attempt":1}"#,
+            r#"{"topic":"/sgrun/restart","attempt":2}"#,
+            "not json",
+        ];
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        assert_eq!(event_summary(&p, Some(0)), (2, Some(1)));
+        assert_eq!(event_summary(&dir.path().join("none"), None), (0, None));
+    }
+
+    #[test]
+    fn log_tail_takes_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("console.log");
+        std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(log_tail(&p, 2), "c\nd");
+        assert_eq!(log_tail(&dir.path().join("none"), 2), "(no log yet)");
+    }
 }
