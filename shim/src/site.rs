@@ -96,9 +96,10 @@ impl Site {
     }
 
     /// The daemon's own log (containerd mode writes to the `log` FIFO containerd opens; no
-    /// one opens it here).
+    /// one opens it here), beside the events log: the run directory is removed when a start
+    /// fails or the site stops, and the log is what explains why.
     pub fn log_path(&self) -> PathBuf {
-        self.run.join(SHIM_LOG)
+        self.events.with_file_name(SHIM_LOG)
     }
 
     /// The environment of the daemon `start` spawns. TTRPC_ADDRESS is set to the plain path

@@ -183,7 +183,7 @@ impl Site {
         format!(
             "--- events.jsonl ---\n{}\n--- shim.log ---\n{}",
             fs::read_to_string(&self.events).unwrap_or_default(),
-            fs::read_to_string(self.run.join("shim.log")).unwrap_or_default()
+            fs::read_to_string(self.events.with_file_name("shim.log")).unwrap_or_default()
         )
     }
 }
