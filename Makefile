@@ -34,8 +34,9 @@ build:
 shim:
 	RUSTFLAGS="$${RUSTFLAGS:+$$RUSTFLAGS }-C target-feature=+crt-static" $(CARGO) build --release -p containerd-shim-sgrun-v1 --target $(TARGET)
 
+# The integration tests run these two (the shim's site mode: tests/integration/shim_site.rs)
 build-debug:
-	$(CARGO) build -p sgrun
+	$(CARGO) build -p sgrun -p containerd-shim-sgrun-v1
 
 # The whole suite, as CI runs it: unit tests, integration tests with real containers, the
 # cgroup-v2 path in a throwaway VM, containerd/Podman/Docker driving sgrun, the WordPress
