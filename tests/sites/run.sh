@@ -171,8 +171,9 @@ sg ps "$a" | grep -q mariadbd || die "sgrun ps $a does not list mariadbd"
 [[ $(sg stats --no-stream --json "$a" | jq -r '.[0].id') == "$ta.blog" ]] || die "sgrun stats $a"
 [[ $(sg site stats --no-stream --json | jq 'length') -ge 2 ]] || die "sgrun site stats"
 [[ $(sg inspect "$a" | jq -r '.tenant.name') == "$ta" ]] || die "sgrun inspect $a does not name its tenant"
-sg logs -n 50 "$a" | grep -q "site ready" || die "sgrun logs $a does not show the stack's output"
-sg site logs -n 50 "$b" | grep -q "site ready" || die "sgrun site logs $b"
+sg logs "$a" | grep -q "site ready" || die "sgrun logs $a does not show the stack's output"
+[[ $(sg logs -n 3 "$a" | wc -l) == 3 ]] || die "sgrun logs -n 3 $a did not print 3 lines"
+sg site logs "$b" | grep -q "site ready" || die "sgrun site logs $b"
 expect_fail "exec into an unknown site" "$ta/nosuch does not exist" sg exec "$ta/nosuch" true
 ok "ps, stats, inspect, logs and exec take site names"
 
