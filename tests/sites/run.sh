@@ -167,13 +167,14 @@ code=$(http "$(url "nosuch.localhost" /)")
 ok "an unknown Host gets 404"
 
 # --- 2b. the SRE toolbox by site name ---------------------------------------------------------
-sg ps "$a" | grep -q mariadbd || die "sgrun ps $a does not list mariadbd"
+grep -q mariadbd <<<"$(sg ps "$a")" || die "sgrun ps $a does not list mariadbd"
 [[ $(sg stats --no-stream --json "$a" | jq -r '.[0].id') == "$ta.blog" ]] || die "sgrun stats $a"
 [[ $(sg site stats --no-stream --json | jq 'length') -ge 2 ]] || die "sgrun site stats"
 [[ $(sg inspect "$a" | jq -r '.tenant.name') == "$ta" ]] || die "sgrun inspect $a does not name its tenant"
-sg logs "$a" | grep -q "site ready" || die "sgrun logs $a does not show the stack's output"
+# (captured first: with pipefail, `grep -q` leaving early would fail the pipeline with SIGPIPE)
+grep -q "site ready" <<<"$(sg logs "$a")" || die "sgrun logs $a does not show the stack's output"
 [[ $(sg logs -n 3 "$a" | wc -l) == 3 ]] || die "sgrun logs -n 3 $a did not print 3 lines"
-sg site logs "$b" | grep -q "site ready" || die "sgrun site logs $b"
+grep -q "site ready" <<<"$(sg site logs "$b")" || die "sgrun site logs $b"
 expect_fail "exec into an unknown site" "$ta/nosuch does not exist" sg exec "$ta/nosuch" true
 ok "ps, stats, inspect, logs and exec take site names"
 
@@ -241,7 +242,7 @@ shim_a=$(sg site status --json "$a" | jq -r .shim_pid)
 kill -KILL "$shim_a"
 for _ in $(seq 100); do kill -0 "$shim_a" 2>/dev/null || break; sleep 0.05; done
 [[ $(state_of "$a") == shim-lost ]] || die "after its shim was killed, $a is $(state_of "$a"), not shim-lost"
-sg site status "$a" | grep -q "killed or crashed" || die "status does not say what happened: $(sg site status "$a")"
+grep -q "killed or crashed" <<<"$(sg site status "$a")" || die "status does not say what happened: $(sg site status "$a")"
 [[ $(state_of "$b") == running && $(http "$(url "$db" /)") == 200 ]] || die "killing $a's shim disturbed $b"
 ok "a killed shim kills nothing else: $b serves; status says: $(sg site status --json "$a" | jq -r .detail | cut -c1-100)"
 sg site restart --timeout "$start_timeout" "$a" >/dev/null || die "site restart $a after a lost shim"
