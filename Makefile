@@ -87,6 +87,7 @@ bench: build shim
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/images.sh | tee target/bench-images-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/rootfs.sh | tee target/bench-rootfs-latest.md
 	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) SHIM=$(CURDIR)/$(SHIM_RELEASE) tests/bench/shim.sh | tee target/bench-shim-latest.md
+	SGRUN=$(CURDIR)/$(SGRUN_RELEASE) tests/bench/sites.sh | tee target/bench-sites-latest.md
 
 # The escape suite (tests/escape/README.md): `make escape RUNTIME=/usr/sbin/runc CONFIG=tenant`.
 # Without RUNTIME it tests the release sgrun, built first.
