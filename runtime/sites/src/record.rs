@@ -2,11 +2,10 @@
 //! crash-safe (temp file, fsync, rename, fsync of the directory), and the locks that order
 //! concurrent sgrun processes.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SiteError};
@@ -145,36 +144,16 @@ pub(crate) fn mkdir_p(path: &Path, mode: u32) -> Result<()> {
 
 /// An exclusive flock held until dropped.
 pub struct Lock {
-    _flock: Flock<File>,
+    _file: File,
 }
 
 pub(crate) fn lock(path: &Path) -> Result<Lock> {
     if let Some(parent) = path.parent() {
         mkdir_p(parent, 0o700)?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(SiteError::io("open lock file", path))?;
-    // Blocks while another sgrun changes the same thing; a signal (EINTR) retries.
-    let mut file = file;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusive) {
-            Ok(l) => return Ok(Lock { _flock: l }),
-            Err((f, nix::errno::Errno::EINTR)) => file = f,
-            Err((_, e)) => {
-                return Err(SiteError::Io {
-                    op: "lock",
-                    path: path.into(),
-                    source: e.into(),
-                })
-            }
-        }
-    }
+    Ok(Lock {
+        _file: sgrun_tenants::registry::lock_file(path)?,
+    })
 }
 
 impl Layout {

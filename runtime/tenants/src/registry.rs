@@ -229,31 +229,8 @@ impl Registry {
     /// Take the exclusive lock every change needs. Blocks until other sgrun processes are done.
     pub fn lock(&self) -> Result<RegistryLock> {
         self.ensure_dir()?;
-        let path = self.dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|source| TenantError::Lock {
-                path: path.clone(),
-                source,
-            })?;
-        loop {
-            // SAFETY: flock on a valid fd we own; it touches no memory.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                break;
-            }
-            let source = std::io::Error::last_os_error();
-            if source.kind() != std::io::ErrorKind::Interrupted {
-                return Err(TenantError::Lock { path, source });
-            }
-        }
         Ok(RegistryLock {
-            _file: std::rc::Rc::new(file),
+            _file: std::rc::Rc::new(lock_file(&self.dir.join(".lock"))?),
         })
     }
 
@@ -310,6 +287,37 @@ impl Registry {
 
     pub fn save_allocations(&self, _lock: &RegistryLock, a: &Allocations) -> Result<()> {
         write_atomic(&self.allocations_path(), a)
+    }
+}
+
+/// An exclusive flock on `path` (created 0600), held as long as the returned file is open.
+/// Blocks until other sgrun processes release it; a crashed holder releases it with its last
+/// descriptor, so there is never a stale lock to clean up. The sites layer locks this way too.
+pub fn lock_file(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| TenantError::Lock {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    loop {
+        // SAFETY: flock on a valid fd we own; it touches no memory.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(file);
+        }
+        let source = std::io::Error::last_os_error();
+        if source.kind() != std::io::ErrorKind::Interrupted {
+            return Err(TenantError::Lock {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     }
 }
 
