@@ -428,7 +428,7 @@ impl Sites {
         if let Some(rec) = self.shim_record(r)? {
             let deadline = Instant::now() + Duration::from_secs(5);
             while shim::pid_alive(rec.shim_pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
         Ok(())

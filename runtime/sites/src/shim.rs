@@ -190,19 +190,23 @@ impl ShimClient {
         }
     }
 
-    /// Waits up to `timeout` for the init to stop; true if it did.
+    /// Waits up to `timeout` for the init to stop; true if it did. The Task API's Wait
+    /// answers at the exit itself (no polling); whatever it answers, the state decides.
     pub fn wait_stopped(&self, timeout: Duration) -> Result<bool> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let st = self.state()?;
-            if st.status.enum_value_or_default() == api::Status::STOPPED {
-                return Ok(true);
-            }
-            if std::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let stopped =
+            |st: api::StateResponse| st.status.enum_value_or_default() == api::Status::STOPPED;
+        // a zero timeout would mean "no timeout" to ttrpc: just look
+        if timeout.is_zero() {
+            return Ok(stopped(self.state()?));
         }
+        let req = api::WaitRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self.task.wait(ctx(timeout), &req) {
+            tracing::debug!(error = %ttrpc_reason(&e), "Wait ended without an exit");
+        }
+        Ok(stopped(self.state()?))
     }
 
     pub fn delete(&self) -> Result<()> {
