@@ -438,12 +438,26 @@ impl Sites {
     /// run directory. The tenant's data is never touched.
     fn clean_leftovers(&self, r: &SiteRef) -> Result<()> {
         let id = r.container_id();
+        // Only a container that exists (its state directory under --root) needs a delete:
+        // every start and stop comes here, and an sgrun process costs milliseconds.
+        if self.runtime_root.join(&id).exists() {
+            self.delete_container(&id)?;
+        }
+        let run = self.layout.run_dir(r);
+        match std::fs::remove_dir_all(&run) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SiteError::io("remove", &run)(e)),
+        }
+    }
+
+    fn delete_container(&self, id: &str) -> Result<()> {
         let out = std::process::Command::new(&self.sgrun)
             .arg("--root")
             .arg(&self.runtime_root)
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(["delete", "--force", &id])
+            .args(["delete", "--force", id])
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(SiteError::io("run", &self.sgrun))?;
@@ -454,12 +468,7 @@ impl Sites {
         {
             warn!(container = %id, error = %stderr.trim(), "delete of a leftover container");
         }
-        let run = self.layout.run_dir(r);
-        match std::fs::remove_dir_all(&run) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SiteError::io("remove", &run)(e)),
-        }
+        Ok(())
     }
 
     /// Stops the site: SIGTERM to its stack, SIGKILL after `timeout`, then the shim ends.
