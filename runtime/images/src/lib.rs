@@ -9,6 +9,7 @@
 //! - [`manifest`]: the canonical tree manifest whose sha256 is the image id, and `verify`.
 
 pub mod build;
+mod erofs;
 pub mod error;
 mod fsutil;
 pub mod import;

@@ -6,6 +6,8 @@
 //! images/sha256/<id>/manifest          canonical manifest; <id> = its sha256
 //! images/sha256/<id>/image.json        metadata (ImageMeta)
 //! images/sha256/<id>/users/<ctr-id>    in-use markers; content: the container's --root dir
+//! images/sha256/<id>/rootfs.erofs     the tree as an EROFS image, made on first use (erofs.rs)
+//! images/mounts/<id>/                  where the runtime mounts that EROFS image, once
 //! images/names/<name>                  the id a name points to (atomic replace)
 //! images/tmp/<random>/                 staging: builds and imports, renamed in when complete
 //! ```
@@ -592,6 +594,8 @@ impl Store {
     /// Remove an image's content: renamed into tmp/ at once (atomic for readers), then
     /// deleted after the store lock is released. Caller holds the lock.
     fn remove_content(&self, id: &str) -> Result<PendingDelete> {
+        // first the EROFS mount (erofs.rs): its file goes with the content
+        self.unmount_erofs(id)?;
         let from = self.image_dir(id);
         let to = self
             .dir
