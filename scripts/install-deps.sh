@@ -11,7 +11,8 @@ build=(gcc libc6-dev pkg-config make jq file libelf-dev zlib1g-dev)
 # busybox-static: the test rootfs. runc/crun: reference runtimes for comparisons.
 # e2fsprogs, btrfs-progs, xfsprogs: mkfs of tenant volumes and pools (loop, btrfs,
 # xfs-prjquota); btrfs-progs also lets the tests read qgroups and weaken a limit by hand.
-runtime=(busybox-static runc crun iproute2 procps util-linux tmux e2fsprogs btrfs-progs xfsprogs)
+# erofs-utils: mkfs.erofs packs an image for read-only tenant roots (docs/rootfs.md).
+runtime=(busybox-static runc crun iproute2 procps util-linux tmux e2fsprogs btrfs-progs xfsprogs erofs-utils)
 # The real clients that drive sgrun end to end.
 clients=(containerd podman docker.io)
 # The shim's CRI test client (tests/shim/cri): gRPC stubs generated from the CRI proto.
@@ -29,7 +30,7 @@ case $what in
     build) ;;
     test) pkgs+=("${runtime[@]}" "${clients[@]}" "${shim[@]}" "${vm[@]}" "${wordpress[@]}") ;;
     bench) pkgs+=("${runtime[@]}" "${clients[@]}" "${bench[@]}" "${wordpress[@]}") ;;
-    demo) pkgs+=("${wordpress[@]}" e2fsprogs util-linux) ;;
+    demo) pkgs+=("${wordpress[@]}" e2fsprogs util-linux erofs-utils) ;;
     all) pkgs+=("${runtime[@]}" "${clients[@]}" "${shim[@]}" "${vm[@]}" "${bench[@]}" "${wordpress[@]}") ;;
     *) echo "install-deps.sh: unknown --for $what (build, test, bench, demo, all)" >&2; exit 1 ;;
 esac

@@ -601,6 +601,9 @@ inner() {
     for role in probe peer; do
         mkdir -p "$W/$role"
         cp -a "$W/base/rootfs" "$W/$role/rootfs"
+        # the mount point of the site's data: sgrun's read-only tenant root (the image's
+        # EROFS) cannot make it, a site image has it
+        mkdir -p "$W/$role/rootfs/srv/site"
         install -m 0755 "$PROBE" "$W/$role/rootfs/escape-probe"
     done
     printf 'peer-canary' > "$W/peer/rootfs/canary"

@@ -29,10 +29,10 @@ fn sha(b: &[u8]) -> String {
 // Archives
 
 /// A layer tar written entry by entry with raw names.
-struct Layer(tar::Builder<Vec<u8>>);
+pub(crate) struct Layer(tar::Builder<Vec<u8>>);
 
 impl Layer {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Layer(tar::Builder::new(Vec::new()))
     }
 
@@ -64,7 +64,7 @@ impl Layer {
         h.set_cksum();
         self.0.append(&h, data).unwrap();
     }
-    fn dir(&mut self, p: &str) -> &mut Self {
+    pub(crate) fn dir(&mut self, p: &str) -> &mut Self {
         self.raw(p, EntryType::Directory, 0o755, b"", None);
         self
     }
@@ -84,7 +84,7 @@ impl Layer {
         self.raw(p, EntryType::Link, 0o644, b"", Some(target));
         self
     }
-    fn bytes(self) -> Vec<u8> {
+    pub(crate) fn bytes(self) -> Vec<u8> {
         self.0.into_inner().unwrap()
     }
 }

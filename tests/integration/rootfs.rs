@@ -145,6 +145,24 @@ impl RootfsEnv {
         b
     }
 
+    /// Import busybox again with a second layer that adds /srv/site, as image `name`: a
+    /// read-only root needs the mount point in the image.
+    fn import_site_image(&self, name: &str) {
+        let mut site = crate::images::Layer::new();
+        site.dir("srv").dir("srv/site");
+        let archive = self.env.path().join(format!("{name}.tar"));
+        fs::write(
+            &archive,
+            crate::images::docker_archive(
+                &[crate::images::layer_of_dir(&rootfs()), site.bytes()],
+                "docker.io/library/busybox-site:1.36",
+            ),
+        )
+        .unwrap();
+        self.run(&["image", "import", archive.to_str().unwrap(), "--name", name])
+            .ok();
+    }
+
     fn container(&self, tag: &str, bundle: Bundle) -> Container<'_> {
         self.env.container(tag, bundle)
     }
@@ -206,10 +224,12 @@ impl RootfsEnv {
             .iter()
             .map(|t| self.volume(t).display().to_string())
             .collect();
+        // the images' EROFS mounts stay until `image rm` (docs/rootfs.md): a cache
+        let image_mounts = self.state.join("images/mounts").display().to_string();
         let extra: Vec<String> = self
             .host_mounts()
             .into_iter()
-            .filter(|m| !volumes.contains(m))
+            .filter(|m| !volumes.contains(m) && !m.starts_with(&image_mounts))
             .collect();
         assert!(extra.is_empty(), "mounts left on the host: {extra:?}");
         let entries = self.env.sg.root_entries();
@@ -757,4 +777,118 @@ fn tenant_rm_is_refused_while_a_site_of_it_runs() {
     drop(c);
     e.run(&["tenant", "rm", "acme"]).ok();
     e.run(&["tenant", "mount", "acme"]).ok();
+}
+
+/// A read-only root is the image's EROFS, mounted once per image and idmapped per container:
+/// no overlay, no upper layer, no host path in mountinfo, one superblock for all tenants
+/// (docs/rootfs.md "Read-only roots").
+#[test]
+fn read_only_root_is_the_images_erofs_shared_by_tenants() {
+    const SITE_IMAGE: &str = "busybox-site";
+    let e = RootfsEnv::new("rfs-ro");
+    let uid = e.tenant("acme", "loop");
+    e.tenant("bobco", "loop");
+    let ro = |tenant: &str, site: &str, image: &str| {
+        e.bundle(tenant, Some(site))
+            .annotation("io.sgrun.image", image)
+            .readonly_root(true)
+            .args(&["sleep", "600"])
+    };
+
+    // An image without /srv/site cannot be a read-only root: refused with the fix, and
+    // nothing is left (no claim, marker, record or mount point).
+    let bad = e.container("bad", ro("acme", "blog", IMAGE));
+    bad.create_args(&[])
+        .failed()
+        .stderr_has(&["has no directory /srv/site", "add /srv/site to the image"]);
+    e.assert_clean();
+    drop(bad);
+
+    e.import_site_image(SITE_IMAGE);
+    let c = e.container("c", ro("acme", "blog", SITE_IMAGE));
+    c.run_detached();
+    let pid = c.pid();
+
+    // The root: erofs, idmapped, its root field "/", its source no host path.
+    let mi = c.exec(&[], &["cat", "/proc/self/mountinfo"]);
+    mi.ok();
+    let root_line = mi
+        .stdout
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no / in {mi}"));
+    assert!(root_line.contains(" - erofs /proc/self/fd/"), "{root_line}");
+    assert_eq!(root_line.split(' ').nth(3), Some("/"), "{root_line}");
+    assert!(root_line.contains("idmapped"), "{root_line}");
+    for host in [e.env.path().to_string_lossy(), e.state.to_string_lossy()] {
+        assert!(
+            !mi.stdout.contains(host.as_ref()),
+            "mountinfo shows {host}: {mi}"
+        );
+    }
+
+    // Ids: root's files inside, the tenant's root's seen from the host.
+    let o = c.exec_sh("stat -c %u:%g /bin/busybox; id -u");
+    o.ok();
+    assert_eq!(o.stdout, "0:0\n0\n", "{o}");
+    let m = host_pid_stat(pid, "/bin/busybox");
+    assert_eq!((m.uid(), m.gid()), (uid, uid));
+
+    // Read-only everywhere but /srv/site, whose writes land on the tenant's volume.
+    let w = c.exec_sh("echo x > /newfile");
+    w.failed().stderr_has(&["Read-only file system"]);
+    c.exec_sh("echo data > /srv/site/index.php").ok();
+    assert_eq!(
+        fs::read_to_string(e.volume("acme").join("sites/blog/index.php")).unwrap(),
+        "data\n"
+    );
+    // No overlay: no upper or work directory was made on the volume.
+    assert!(!e.volume("acme").join(".sgrun/rootfs/blog").exists());
+
+    // One EROFS mount of the image on the host, shared: another tenant's container runs on
+    // the same superblock (same device), with its own ids.
+    let hex = e.run(&["image", "inspect", SITE_IMAGE]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image_mount = e.state.join("images/mounts").join(&hex);
+    let image_mounts: Vec<String> = e
+        .host_mounts()
+        .into_iter()
+        .filter(|m| m.contains("/images/mounts/"))
+        .collect();
+    assert_eq!(image_mounts, vec![image_mount.display().to_string()]);
+    let c2 = e.container("c2", ro("bobco", "shop", SITE_IMAGE));
+    c2.run_detached();
+    let dev = |c: &Container| {
+        let o = c.exec_sh("stat -c %d /");
+        o.ok();
+        o.stdout
+    };
+    assert_eq!(dev(&c), dev(&c2));
+    assert_eq!(
+        e.host_mounts()
+            .iter()
+            .filter(|m| m.contains("/images/mounts/"))
+            .count(),
+        1
+    );
+
+    // The image is in use: `image rm` refuses. Once the containers are gone it removes the
+    // image and detaches its EROFS mount.
+    e.run(&["image", "rm", SITE_IMAGE])
+        .failed()
+        .stderr_has(&["in use"]);
+    c.sg().run(["delete", "-f", &c.id]).ok();
+    c2.sg().run(["delete", "-f", &c2.id]).ok();
+    e.run(&["image", "rm", SITE_IMAGE]).ok();
+    assert!(
+        !e.host_mounts()
+            .iter()
+            .any(|m| m.contains("/images/mounts/")),
+        "{:?}",
+        e.host_mounts()
+    );
+    assert!(!image_mount.exists());
+    e.assert_clean();
 }

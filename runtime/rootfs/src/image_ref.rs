@@ -27,6 +27,12 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+impl ImageRef {
+    pub fn image(&self) -> &sgrun_images::Image {
+        &self.image
+    }
+}
+
 pub fn resolve(state: &Path, name: &str) -> Result<ImageRef> {
     let image = Store::open(state)?.resolve(name)?;
     Ok(ImageRef {

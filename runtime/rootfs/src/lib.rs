@@ -11,6 +11,9 @@
 //! - the site's data, `volume/sites/<site>`, bind-mounted at **`/srv/site`**;
 //! - in a user namespace mapped to the tenant's range (0 -> uid_base, 65536 ids), forced.
 //!
+//! A read-only root (`root.readonly`, every site's) has no overlay: it is a clone of the
+//! image's EROFS, mounted once per image on the host, idmapped the same way ([`image_root`]).
+//!
 //! The mounts are made by the runtime, as host root, before the container's namespaces exist
 //! (container root could not make an idmapped mount), in a private mount namespace of the
 //! creating thread that the container's init copies: the host's mount table never holds them
@@ -32,6 +35,7 @@
 pub mod beneath;
 pub mod error;
 pub mod image_ref;
+pub mod image_root;
 pub mod spec;
 pub mod sys;
 
@@ -213,7 +217,20 @@ impl TenantRootfs {
         };
         let _span = info_span!("tenant", name = %req.tenant, site = %req.site).entered();
         let (tenant, _volume) = Tenants::new(&self.state).ensure_mounted(&req.tenant)?;
-        image_ref::resolve(&self.state, &req.image)?;
+        let image = image_ref::resolve(&self.state, &req.image)?;
+        if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+            // Checked here, before anything is made: a read-only root cannot get its
+            // /srv/site later (the EROFS is made from this tree, so it has what it has).
+            let root = sys::open_dir(&image.rootfs, libc::O_PATH)
+                .map_err(RootfsError::io("open image", &image.rootfs))?;
+            beneath::open_dir(root.as_fd(), &image.rootfs, SITE_MOUNT).map_err(|e| {
+                RootfsError::NoSiteMountPoint {
+                    image: image.name.clone(),
+                    tenant: req.tenant.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
         spec::force_user_namespace(spec, &req.tenant, tenant.uid_base)?;
         let mut root = spec.root().clone().unwrap_or_default();
         root.set_path(self.mount_point(id, runtime_root));
@@ -263,7 +280,22 @@ impl TenantRootfs {
         })?;
 
         clock.step("record");
-        let made = self.mount_steps(id, runtime_root, &req, &tenant, &volume, &image, clock);
+        // root.readonly: the image's EROFS, no overlay (image_root.rs); else an overlay
+        let readonly = spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
+        let made = self.mount_steps(
+            id,
+            runtime_root,
+            &req,
+            &tenant,
+            &volume,
+            &image,
+            readonly,
+            clock,
+        );
         if made.is_err() {
             if let Err(e) = self.release(id, runtime_root) {
                 tracing::warn!("undoing the root filesystem of {id}: {e}");
@@ -281,6 +313,7 @@ impl TenantRootfs {
         tenant: &sgrun_tenants::TenantRecord,
         volume: &Path,
         image: &image_ref::ImageRef,
+        readonly: bool,
         mut clock: StepClock,
     ) -> Result<Mounted> {
         let owner = Owner {
@@ -292,7 +325,8 @@ impl TenantRootfs {
         let mount_point = self.mount_point(id, runtime_root);
 
         // 2. One container per site: two overlays on one upper directory corrupt it (the
-        //    kernel only warns). The claim is made with O_EXCL, so two creates cannot both win.
+        //    kernel only warns), and two stacks on one data directory do too. The claim is
+        //    made with O_EXCL, so two creates cannot both win.
         let claim = self.claim_path(&req.tenant, &req.site);
         let claim_dir = claim.parent().expect("claim has a parent");
         mkdir_host(&self.base().join("sites"))?;
@@ -326,33 +360,46 @@ impl TenantRootfs {
         // 4. The tenant's directories, made host-side beneath the volume's root and owned by
         //    the tenant's mapped root. From here on no path string inside the volume is used
         //    again: only these fds, so a symlink the tenant plants later changes nothing.
+        //    A read-only root has no overlay, so no upper and work directories.
         let vol = sys::open_dir(volume, libc::O_PATH)
             .map_err(RootfsError::io("open tenant volume", volume))?;
         let state_rel = format!(".sgrun/rootfs/{}", req.site);
-        let private = Owner {
-            mode: 0o700,
-            ..owner
+        let layers = if readonly {
+            None
+        } else {
+            let private = Owner {
+                mode: 0o700,
+                ..owner
+            };
+            let layers = beneath::ensure_dir(vol.as_fd(), volume, &state_rel, private)?;
+            beneath::ensure_dir(layers.as_fd(), &volume.join(&state_rel), "upper", owner)?;
+            beneath::ensure_dir(layers.as_fd(), &volume.join(&state_rel), "work", private)?;
+            Some(layers)
         };
-        let layers = beneath::ensure_dir(vol.as_fd(), volume, &state_rel, private)?;
-        beneath::ensure_dir(layers.as_fd(), &volume.join(&state_rel), "upper", owner)?;
-        beneath::ensure_dir(layers.as_fd(), &volume.join(&state_rel), "work", private)?;
         let site_rel = format!("sites/{}", req.site);
         let site = beneath::ensure_dir(vol.as_fd(), volume, &site_rel, owner)?;
 
-        // 5. The lower layer: a detached, recursive clone of the base, idmapped into the
-        //    tenant's range (host root's files appear as the tenant's root inside the user
-        //    namespace) and read-only. A clone, so the base itself is never changed.
+        // 5. The image: a detached clone, idmapped into the tenant's range (host root's files
+        //    appear as the tenant's root inside the user namespace) and read-only. A clone,
+        //    so the base itself is never changed. For a read-only root it is a clone of the
+        //    image's EROFS mount (image_root.rs); otherwise a recursive clone of its tree,
+        //    the overlay's lower layer.
         clock.step("dirs");
         let userns = sys::IdmapNamespace::new(owner.uid, spec::MAP_SIZE).map_err(
             RootfsError::sys("clone(CLONE_NEWUSER)", format!("tenant {}", req.tenant)),
         )?;
-        let lower_tree = sys::open_tree_path(
-            &image.rootfs,
-            libc::OPEN_TREE_CLONE | libc::AT_RECURSIVE as u32,
-        )
-        .map_err(RootfsError::sys("open_tree", image.rootfs.display()))?;
+        let image_tree = if readonly {
+            image_root::clone(&self.state, image)?
+        } else {
+            sys::open_tree_path(
+                &image.rootfs,
+                libc::OPEN_TREE_CLONE | libc::AT_RECURSIVE as u32,
+            )
+            .map_err(RootfsError::sys("open_tree", image.rootfs.display()))?
+        };
+        clock.step("image");
         sys::mount_setattr(
-            lower_tree.as_fd(),
+            image_tree.as_fd(),
             libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV,
             Some(userns.fd.as_fd()),
         )
@@ -365,24 +412,6 @@ impl TenantRootfs {
         let idmap_child = userns.release();
         clock.step("idmap");
 
-        // 6. Layers handed to overlayfs as open directories (fsconfig FSCONFIG_SET_FD), never
-        //    as path strings: nothing is looked up again. Each is opened on a detached clone,
-        //    so the overlay's options (mountinfo, inside the container too) read
-        //    `lowerdir+=/,upperdir=/upper,workdir=/work`: no host path. Upper and work come
-        //    from one clone because overlayfs wants them on the same mount.
-        let lower = beneath::open_dir(lower_tree.as_fd(), &image.rootfs, ".")?;
-        let layers_tree = sys::open_tree(
-            layers.as_fd(),
-            "",
-            libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32,
-        )
-        .map_err(RootfsError::sys(
-            "open_tree",
-            volume.join(&state_rel).display(),
-        ))?;
-        let layers_path = volume.join(&state_rel);
-        let upper = beneath::open_dir(layers_tree.as_fd(), &layers_path, "upper")?;
-        let work = beneath::open_dir(layers_tree.as_fd(), &layers_path, "work")?;
         let site_tree = sys::open_tree(
             site.as_fd(),
             "",
@@ -393,9 +422,34 @@ impl TenantRootfs {
             volume.join(&site_rel).display(),
         ))?;
 
-        clock.step("layers");
-        let overlay = self.overlay(id, req, &lower, &upper, &work)?;
-        clock.step("overlay");
+        let root = match &layers {
+            None => image_tree,
+            Some(layers) => {
+                // 6. Layers handed to overlayfs as open directories (fsconfig
+                //    FSCONFIG_SET_FD), never as path strings: nothing is looked up again.
+                //    Each is opened on a detached clone, so the overlay's options
+                //    (mountinfo, inside the container too) read `lowerdir+=/,upperdir=/upper,
+                //    workdir=/work`: no host path. Upper and work come from one clone because
+                //    overlayfs wants them on the same mount.
+                let lower = beneath::open_dir(image_tree.as_fd(), &image.rootfs, ".")?;
+                let layers_tree = sys::open_tree(
+                    layers.as_fd(),
+                    "",
+                    libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32,
+                )
+                .map_err(RootfsError::sys(
+                    "open_tree",
+                    volume.join(&state_rel).display(),
+                ))?;
+                let layers_path = volume.join(&state_rel);
+                let upper = beneath::open_dir(layers_tree.as_fd(), &layers_path, "upper")?;
+                let work = beneath::open_dir(layers_tree.as_fd(), &layers_path, "work")?;
+                clock.step("layers");
+                let overlay = self.overlay(id, req, &lower, &upper, &work)?;
+                clock.step("overlay");
+                overlay
+            }
+        };
 
         // 7. Attach, in a mount namespace of our own (private: nothing propagates to the
         //    host). Only now, so that every earlier failure left the host's namespace alone.
@@ -405,15 +459,26 @@ impl TenantRootfs {
         ))?;
         let mp = sys::open_dir(&mount_point, libc::O_PATH)
             .map_err(RootfsError::io("open mount point", &mount_point))?;
-        sys::move_mount(overlay.as_fd(), mp.as_fd())
+        sys::move_mount(root.as_fd(), mp.as_fd())
             .map_err(RootfsError::sys("move_mount", mount_point.display()))?;
 
         clock.step("attach");
 
-        // 8. /srv/site: the target is resolved beneath the overlay's root without symlinks (the
-        //    tenant's upper layer could hold a link at /srv/site pointing anywhere); created
-        //    if the image lacks it, owned by the tenant's root.
-        let target = beneath::ensure_dir(overlay.as_fd(), &mount_point, SITE_MOUNT, owner)?;
+        // 8. /srv/site: the target is resolved beneath the root without symlinks (the
+        //    tenant's upper layer could hold a link at /srv/site pointing anywhere). On an
+        //    overlay it is created if the image lacks it, owned by the tenant's root; a
+        //    read-only image must have it.
+        let target = if readonly {
+            beneath::open_dir(root.as_fd(), &mount_point, SITE_MOUNT).map_err(|e| {
+                RootfsError::NoSiteMountPoint {
+                    image: image.name.clone(),
+                    tenant: req.tenant.clone(),
+                    reason: e.to_string(),
+                }
+            })?
+        } else {
+            beneath::ensure_dir(root.as_fd(), &mount_point, SITE_MOUNT, owner)?
+        };
         sys::move_mount(site_tree.as_fd(), target.as_fd()).map_err(RootfsError::sys(
             "move_mount",
             mount_point.join(SITE_MOUNT).display(),
@@ -421,6 +486,7 @@ impl TenantRootfs {
         clock.step("site");
         fail_point(id, "after-mount")?;
         info!(
+            root = if readonly { "erofs" } else { "overlay" },
             idmap_us = clock.get("idmap"),
             overlay_us = clock.get("overlay"),
             total_us = clock.steps.iter().map(|(_, us)| us).sum::<u128>(),

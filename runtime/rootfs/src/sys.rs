@@ -203,8 +203,9 @@ impl FsContext {
         aux: i32,
     ) -> io::Result<()> {
         let key = key.map_or(std::ptr::null(), |k| k.as_ptr());
-        // SAFETY: key is NULL or a valid string; value is NULL (flags, commands) or unused
-        // (FSCONFIG_SET_FD passes the fd in aux).
+        // SAFETY: key is NULL or a valid string; value is NULL (flags, commands), a valid
+        // NUL-terminated string (FSCONFIG_SET_STRING) or unused (FSCONFIG_SET_FD passes the
+        // fd in aux).
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_fsconfig,
@@ -226,6 +227,16 @@ impl FsContext {
             Some(key),
             std::ptr::null(),
             fd.as_raw_fd(),
+        )
+    }
+
+    /// A string-valued key. Only for values no tenant controls (see `image_root`).
+    pub fn set_string(&self, key: &CStr, value: &CStr) -> io::Result<()> {
+        self.config(
+            libc::FSCONFIG_SET_STRING,
+            Some(key),
+            value.as_ptr().cast(),
+            0,
         )
     }
 

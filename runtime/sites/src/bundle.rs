@@ -134,7 +134,7 @@ fn tmpfs(dst: &str, extra: &[&str]) -> Value {
 }
 
 /// config.json for the site. The tenant, image and site annotations make sgrun run it on
-/// the image, idmapped into the tenant's ids under an overlay on its volume, with the data
+/// the image's EROFS (the root is read-only), idmapped into the tenant's ids, with the data
 /// at /srv/site (docs/rootfs.md); the profile annotation picks its seccomp class.
 pub fn config(layout: &Layout, rec: &SiteRecord, image_rootfs: &Path, ids: ImageIds) -> Value {
     let r = rec.site_ref();
