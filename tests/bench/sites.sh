@@ -5,7 +5,10 @@
 #   1. start to the first HTTP 200, warm (installed site) and cold (first start: database
 #      created), from the launch until a poller on the site's unix socket gets 200;
 #   2. requests per second of the front page, and CPU time per request (cgroup cpuacct),
-#      same keep-alive curl clients for both; once through `sgrun proxy` (informational);
+#      same keep-alive curl clients for both, both stacks up: (a) both loaded at the same
+#      time, each in a cpu cgroup of the same weight and quota (the ratio against the
+#      target); (b) each alone, in short interleaved bursts (ABBA);
+#      once through `sgrun proxy` (informational);
 #   3. the shim's private memory (Private_Clean + Private_Dirty of smaps_rollup) and RSS;
 #   4. N sites (default 50) created, started one after the other, checked, measured (memory
 #      cgroup, shim, the host's MemAvailable), then removed, checking nothing is left.
@@ -23,19 +26,24 @@
 # Prints Markdown on stdout; progress on stderr. No timed asserts: exit 0 when every step
 # worked and nothing was left behind, 1 otherwise, 2 for usage.
 #
-# Usage: tests/bench/sites.sh [--rounds N] [--cold-rounds N] [--requests N] [--clients N]
-#                             [--sites N] [--per-tenant N] [--skip-cold] [--skip-proxy]
-#                             [--skip-scale]                               (as root)
+# Usage: tests/bench/sites.sh [--rounds N] [--cold-rounds N] [--requests N] [--bursts N]
+#                             [--windows N] [--window-s S] [--clients N] [--sites N]
+#                             [--per-tenant N] [--skip-cold] [--skip-proxy] [--skip-scale]
+#                                                                          (as root)
+# --requests is per stack, over --bursts bursts (default 600 over 12); --windows of
+# --window-s seconds with both stacks loaded at once (default 6 of 10 s).
 # Environment: SGRUN (default target/x86_64-unknown-linux-gnu/release/sgrun), SGRUN_SHIM
 # (default: beside SGRUN), SGRUN_STATE_DIR (default /var/tmp/sgrun-wp-state, shared with the
-# tests so that the image is built once), START_TIMEOUT (s, default 180).
+# tests so that the image is built once), START_TIMEOUT (s, default 180), PERF_DIR (a
+# directory: each burst of item 2 is recorded there with `perf record -a -g`, as
+# <sgrun|host>-<burst>.data, to see where the CPU time goes; off by default).
 set -euo pipefail
 export LC_ALL=C
 
-ROUNDS=5 COLD_ROUNDS=3 REQUESTS=300 CLIENTS=2 SITES=50 PER_TENANT=5
+ROUNDS=5 COLD_ROUNDS=3 REQUESTS=600 BURSTS=12 WINDOWS=6 WINDOW_S=10 CLIENTS=2 SITES=50 PER_TENANT=5
 SKIP_COLD=0 SKIP_PROXY=0 SKIP_SCALE=0
 usage() {
-    echo "usage: $0 [--rounds N] [--cold-rounds N] [--requests N] [--clients N] [--sites N]" \
+    echo "usage: $0 [--rounds N] [--cold-rounds N] [--requests N] [--bursts N] [--windows N] [--window-s S] [--clients N] [--sites N]" \
         "[--per-tenant N] [--skip-cold] [--skip-proxy] [--skip-scale]" >&2
     exit 2
 }
@@ -45,6 +53,9 @@ while [[ $# -gt 0 ]]; do
         --rounds) num "$1" "${2:-}"; ROUNDS=$2; shift 2 ;;
         --cold-rounds) num "$1" "${2:-}"; COLD_ROUNDS=$2; shift 2 ;;
         --requests) num "$1" "${2:-}"; REQUESTS=$2; shift 2 ;;
+        --bursts) num "$1" "${2:-}"; BURSTS=$2; shift 2 ;;
+        --windows) num "$1" "${2:-}"; WINDOWS=$2; shift 2 ;;
+        --window-s) num "$1" "${2:-}"; WINDOW_S=$2; shift 2 ;;
         --clients) num "$1" "${2:-}"; CLIENTS=$2; shift 2 ;;
         --sites) num "$1" "${2:-}"; SITES=$2; shift 2 ;;
         --per-tenant) num "$1" "${2:-}"; PER_TENANT=$2; shift 2 ;;
@@ -74,6 +85,8 @@ ncpu=$(nproc)
 cpuacct=/sys/fs/cgroup/cpuacct
 [[ -d $cpuacct ]] || cpuacct=/sys/fs/cgroup/cpu,cpuacct
 memcg=/sys/fs/cgroup/memory
+cpucg=/sys/fs/cgroup/cpu
+[[ -f $cpucg/cpu.cfs_quota_us ]] || cpucg=$cpuacct
 [[ -f $cpuacct/cpuacct.usage && -d $memcg ]] || { say "needs the cgroup v1 cpuacct and memory controllers"; exit 2; }
 
 exec 9>/run/lock/sgrun-bench-sites.lock
@@ -123,7 +136,7 @@ cleanup() {
         sg tenant show "$t" >/dev/null 2>&1 || continue
         sg tenant rm --purge "$t" 2>&1 >/dev/null | sed 's/^/# cleanup: /' >&2
     done
-    for d in "$cpuacct/$host_cg" "$memcg/$host_cg"; do
+    for d in "$cpuacct/$host_cg" "$memcg/$host_cg" "$cpucg/$host_cg"; do
         [[ -d $d ]] || continue
         for _ in $(seq 100); do rmdir "$d" 2>/dev/null && break; sleep 0.05; done
         [[ -d $d ]] && { say "leftover: cgroup $d"; found=1; }
@@ -278,7 +291,11 @@ sg site create "$warm" --domain "$domain" --memory 512M --cpus "$ncpu" --pids 25
 sock_s=$(sg site status --json "$warm" | jq -r .http_socket)
 cg_s=${warm/\//.}
 
+# The host stack's cpu cgroup is the site's twin: same weight (1024), same quota (all CPUs),
+# so that loaded at the same time each gets the same share of the machine.
 mkdir "$cpuacct/$host_cg" "$memcg/$host_cg"
+[[ -d $cpucg/$host_cg ]] || mkdir "$cpucg/$host_cg" # cpu and cpuacct may be one hierarchy
+echo $((ncpu * 100000)) >"$cpucg/$host_cg/cpu.cfs_quota_us"
 mkdir -p "$work/mnt"
 # The host stack: runs in a private mount namespace (unshare), as host root.
 cat >"$work/host-stack.sh" <<'EOF'
@@ -324,6 +341,7 @@ launch_host() {
     (
         echo "$BASHPID" >"$cpuacct/$host_cg/cgroup.procs"
         echo "$BASHPID" >"$memcg/$host_cg/cgroup.procs"
+        echo "$BASHPID" >"$cpucg/$host_cg/cgroup.procs"
         exec unshare --mount --propagation private --fork /bin/bash "$work/host-stack.sh" \
             "$rootfs" "$1" "$hsock_dir" "$work/mnt" "$mysql_uid" "$mysql_gid"
     ) </dev/null >>"$work/host-console.log" 2>&1 &
@@ -409,24 +427,93 @@ for ((r = 1; r <= ROUNDS; r++)); do
         S[$m-warm]+="$T200 " S[$m-ready]+="$TREADY " S[$m-rest]+="$(elapsed "$TREADY" "$T200") "
         [[ $TCMD != - ]] && S[$m-cmd]+="$TCMD "
         [[ $m == sgrun ]] && shim_pids+=("$(sg site status --json "$warm" | jq -r .shim_pid)")
-        load "$(sock_of "$m")" 40 >/dev/null || die "warm-up of the $m stack failed"
-        c0=$(cpu_us "$m")
-        rps=$(load "$(sock_of "$m")" "$REQUESTS") || die "load on the $m stack failed"
-        c1=$(cpu_us "$m")
-        S[$m-rps]+="$rps "
-        S[$m-cpu]+="$(awk -v d=$((c1 - c0)) -v n="$REQUESTS" 'BEGIN { printf "%.2f", d / n / 1000 }') "
-        d=$(memcg_of "$m")
-        S[$m-rss]+="$(($(memstat "$d" total_rss) >> 10)) "
-        S[$m-cache]+="$(($(memstat "$d" total_cache) >> 10)) "
-        if [[ $m == sgrun ]]; then
-            p=$(sg site status --json "$warm" | jq -r .shim_pid)
-            S[shim1-uss]+="$(uss_kb "$p") " S[shim1-rss]+="$(rss_kb "$p") "
-        fi
+        # one page before the stop, so that the stop has a stack that served to shut down
+        [[ $(http "$(sock_of "$m")" /) == 200 ]] || die "front page of the $m stack: not 200"
         timed_stop "$m"
         S[$m-stop]+="$TSTOP "
-        say "round $r $m: 200 after $T200 s (start command: $TCMD s), $rps req/s, stop $TSTOP s"
+        say "round $r $m: 200 after $T200 s (start command: $TCMD s), stop $TSTOP s"
     done
 done
+
+# --- 2. throughput: both stacks up at once, short bursts interleaved --------------------------
+# This machine's speed drifts by 10-20% within minutes (a VM: CPU ms per request varied from
+# 35 to 50 between runs). Bursts of a few seconds, sgrun and host back to back in ABBA order,
+# put both stacks under the same drift; the ratio is the median of the per-pair ratios.
+timed_start sgrun /
+shim_pids+=("$(sg site status --json "$warm" | jq -r .shim_pid)")
+timed_start host / "$hwarm"
+per_burst=$(((REQUESTS + BURSTS - 1) / BURSTS))
+per_burst=$((per_burst < CLIENTS ? CLIENTS : per_burst))
+for m in sgrun host; do load "$(sock_of "$m")" 40 >/dev/null || die "warm-up of the $m stack failed"; done
+for ((b = 1; b <= BURSTS; b++)); do
+    if ((b % 2)); then order=(sgrun host); else order=(host sgrun); fi
+    declare -A B=()
+    for m in "${order[@]}"; do
+        c0=$(cpu_us "$m")
+        perf_pid=''
+        if [[ -n ${PERF_DIR:-} ]]; then # profiling aid, see the header
+            perf record -q -a -g -o "$PERF_DIR/$m-$b.data" >/dev/null 2>&1 &
+            perf_pid=$!
+        fi
+        B[$m-rps]=$(load "$(sock_of "$m")" "$per_burst") || die "load on the $m stack failed"
+        c1=$(cpu_us "$m")
+        if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+        B[$m-cpu]=$(awk -v d=$((c1 - c0)) -v n="$per_burst" 'BEGIN { printf "%.2f", d / n / 1000 }')
+        S[$m-rps]+="${B[$m-rps]} " S[$m-cpu]+="${B[$m-cpu]} "
+    done
+    S[pair-rps]+="$(ratio "${B[sgrun-rps]}" "${B[host-rps]}") "
+    S[pair-cpu]+="$(ratio "${B[sgrun-cpu]}" "${B[host-cpu]}") "
+    say "burst $b: req/s sgrun ${B[sgrun-rps]}, host ${B[host-rps]}; CPU ms/request sgrun ${B[sgrun-cpu]}, host ${B[host-cpu]}"
+done
+
+# 2'. Both stacks loaded at the same time ($CLIENTS clients each), in windows of WINDOW_S
+# seconds: whatever the machine's speed does, it does to both at once. Each is in a cpu cgroup
+# of the same weight and quota, so with the machine saturated each gets half of it, and the
+# ratio of requests per second is the inverse ratio of the CPU each spends per request.
+for ((w = 1; w <= WINDOWS; w++)); do
+    declare -A CNT0=() CNT1=() CPU0=() CPU1=()
+    cpids=()
+    for m in sgrun host; do
+        for ((i = 0; i < CLIENTS; i++)); do
+            # -w to stderr, which is unbuffered: the count is read while curl runs
+            curl -s --unix-socket "$(sock_of "$m")" -o /dev/null -w '%{stderr}%{http_code}\n' \
+                "http://$domain/?both=[1-1000000]" 2>"$work/both.$m.$i" &
+            cpids+=($!)
+        done
+    done
+    sleep 2 # both saturated before the window opens
+    count() { cat "$work"/both."$1".* | wc -l; }
+    for m in sgrun host; do CNT0[$m]=$(count "$m") CPU0[$m]=$(cpu_us "$m"); done
+    t0=$(now)
+    sleep "$WINDOW_S"
+    for m in sgrun host; do CNT1[$m]=$(count "$m") CPU1[$m]=$(cpu_us "$m"); done
+    t1=$(now)
+    kill "${cpids[@]}" 2>/dev/null
+    wait "${cpids[@]}" 2>/dev/null || true
+    bad=$(cat "$work"/both.* | grep -vc '^200$' || true)
+    [[ $bad -le $((2 * CLIENTS)) ]] || die "$bad answers of the concurrent load were not 200" # the killed ones
+    rm -f "$work"/both.*
+    for m in sgrun host; do
+        n=$((CNT1[$m] - CNT0[$m]))
+        ((n > 0)) || die "no request of the $m stack completed in a $WINDOW_S s window"
+        B[$m-rps]=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')
+        B[$m-cpu]=$(awk -v d=$((CPU1[$m] - CPU0[$m])) -v n="$n" 'BEGIN { printf "%.2f", d / n / 1000 }')
+        S[$m-both-rps]+="${B[$m-rps]} " S[$m-both-cpu]+="${B[$m-cpu]} "
+    done
+    S[both-rps]+="$(ratio "${B[sgrun-rps]}" "${B[host-rps]}") "
+    S[both-cpu]+="$(ratio "${B[sgrun-cpu]}" "${B[host-cpu]}") "
+    say "window $w (both at once): req/s sgrun ${B[sgrun-rps]}, host ${B[host-rps]}; CPU ms/request sgrun ${B[sgrun-cpu]}, host ${B[host-cpu]}"
+done
+
+for m in sgrun host; do
+    d=$(memcg_of "$m")
+    S[$m-rss]+="$(($(memstat "$d" total_rss) >> 10)) "
+    S[$m-cache]+="$(($(memstat "$d" total_cache) >> 10)) "
+done
+p=$(sg site status --json "$warm" | jq -r .shim_pid)
+S[shim1-uss]+="$(uss_kb "$p") " S[shim1-rss]+="$(rss_kb "$p") "
+timed_stop sgrun
+timed_stop host
 
 # --- 2b. once through the front proxy (informational) ------------------------------------------
 proxy_note=''
@@ -589,8 +676,10 @@ fi
 echo "| \`sgrun site start\` returned, warm, s | $(cell "${S[sgrun-cmd]}" 3) | | | |"
 [[ $SKIP_COLD == 0 ]] && echo "| \`sgrun site start\` returned, cold, s | $(cell "${S[sgrun-coldcmd]}" 3) | | | |"
 echo "| stop (\`site stop\`; SIGTERM to tini and wait), s | $(cell "${S[sgrun-stop]}" 3) | $(cell "${S[host-stop]}" 3) | $(ratio "$(m sgrun-stop)" "$(m host-stop)") | |"
-echo "| front page, req/s ($CLIENTS keep-alive curl clients, $REQUESTS requests after 40) | $(cell "${S[sgrun-rps]}" 1) | $(cell "${S[host-rps]}" 1) | $(ratio "$(m sgrun-rps)" "$(m host-rps)") | ≥ 0.98 |"
-echo "| CPU ms per request (cgroup cpuacct of the stack) | $(cell "${S[sgrun-cpu]}" 2) | $(cell "${S[host-cpu]}" 2) | $(ratio "$(m sgrun-cpu)" "$(m host-cpu)") | |"
+echo "| front page, req/s, both stacks loaded at once ($CLIENTS keep-alive curl clients each, $WINDOWS windows of $WINDOW_S s; ratio: median of the per-window ratios) | $(cell "${S[sgrun-both-rps]}" 1) | $(cell "${S[host-both-rps]}" 1) | $(fmt "$(m both-rps)" 3) ($(range <<<"${S[both-rps]}")) | ≥ 0.98 |"
+echo "| CPU ms per request, both at once (cgroup cpuacct of the stack; ratio as above) | $(cell "${S[sgrun-both-cpu]}" 2) | $(cell "${S[host-both-cpu]}" 2) | $(fmt "$(m both-cpu)" 3) ($(range <<<"${S[both-cpu]}")) | |"
+echo "| front page, req/s, each alone ($CLIENTS clients; $BURSTS interleaved bursts of $per_burst requests, ABBA; ratio: median of the per-pair ratios) | $(cell "${S[sgrun-rps]}" 1) | $(cell "${S[host-rps]}" 1) | $(fmt "$(m pair-rps)" 3) ($(range <<<"${S[pair-rps]}")) | |"
+echo "| CPU ms per request, each alone (ratio as above) | $(cell "${S[sgrun-cpu]}" 2) | $(cell "${S[host-cpu]}" 2) | $(fmt "$(m pair-cpu)" 3) ($(range <<<"${S[pair-cpu]}")) | |"
 echo "| stack memory after the load: total_rss, MiB | $(kb_mb "$(m sgrun-rss)") | $(kb_mb "$(m host-rss)") | $(ratio "$(m sgrun-rss)" "$(m host-rss)") | |"
 echo "| stack memory after the load: total_cache, MiB | $(kb_mb "$(m sgrun-cache)") | $(kb_mb "$(m host-cache)") | | |"
 if [[ -n ${S[proxy]:-} ]]; then
@@ -599,8 +688,9 @@ fi
 echo
 echo "samples: warm start s: sgrun ${S[sgrun-warm]}; host ${S[host-warm]}"
 [[ $SKIP_COLD == 0 ]] && echo "samples: cold start s: sgrun ${S[sgrun-cold]}; host ${S[host-cold]}"
-echo "samples: req/s: sgrun ${S[sgrun-rps]}; host ${S[host-rps]}"
-echo "samples: CPU ms/request: sgrun ${S[sgrun-cpu]}; host ${S[host-cpu]}"
+echo "samples: req/s: sgrun ${S[sgrun-rps]}; host ${S[host-rps]}; per-pair ratio ${S[pair-rps]}"
+echo "samples: CPU ms/request: sgrun ${S[sgrun-cpu]}; host ${S[host-cpu]}; per-pair ratio ${S[pair-cpu]}"
+echo "samples, both at once: req/s: sgrun ${S[sgrun-both-rps]}; host ${S[host-both-rps]}; per-window ratio ${S[both-rps]}; CPU ms/request ratio ${S[both-cpu]}"
 [[ -n $proxy_note ]] && echo "$proxy_note"
 echo
 echo "| shim of a site | private (Private_Clean+Private_Dirty) | RSS | threads |"
