@@ -795,19 +795,49 @@ fn read_only_root_is_the_images_erofs_shared_by_tenants() {
             .args(&["sleep", "600"])
     };
 
-    // An image without /srv/site cannot be a read-only root: refused with the fix, and
-    // nothing is left (no claim, marker, record or mount point).
-    let bad = e.container("bad", ro("acme", "blog", IMAGE));
-    bad.create_args(&[])
-        .failed()
-        .stderr_has(&["has no directory /srv/site", "add /srv/site to the image"]);
+    // An image without /srv/site cannot give an EROFS root (it cannot get the directory): a
+    // read-only root then is an overlay, as a writable one, which makes it. The same for any
+    // mount point of the config the image lacks.
+    let root_fs = |c: &Container| {
+        let mi = c.exec(&[], &["cat", "/proc/self/mountinfo"]);
+        mi.ok();
+        let line = mi
+            .stdout
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no / in {mi}"))
+            .to_string();
+        line.split(" - ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let no_site = e.container("nosite", ro("acme", "other", IMAGE));
+    no_site.run_detached();
+    assert_eq!(root_fs(&no_site), "overlay");
+    no_site.exec_sh("test -d /srv/site").ok();
+    no_site.sg().run(["delete", "-f", &no_site.id]).ok();
+    drop(no_site);
     e.assert_clean();
-    drop(bad);
 
     e.import_site_image(SITE_IMAGE);
+    let extra = e.container(
+        "extra",
+        ro("acme", "other", SITE_IMAGE)
+            .mount(json!({"destination": "/srv/extra", "type": "tmpfs", "source": "tmpfs"})),
+    );
+    extra.run_detached();
+    assert_eq!(root_fs(&extra), "overlay", "a mount point the image lacks");
+    extra.sg().run(["delete", "-f", &extra.id]).ok();
+    drop(extra);
+
     let c = e.container("c", ro("acme", "blog", SITE_IMAGE));
     c.run_detached();
     let pid = c.pid();
+    assert_eq!(root_fs(&c), "erofs");
 
     // The root: erofs, idmapped, its root field "/", its source no host path.
     let mi = c.exec(&[], &["cat", "/proc/self/mountinfo"]);

@@ -73,13 +73,6 @@ pub enum RootfsError {
         source: io::Error,
     },
 
-    #[error("image {image} has no directory /srv/site to mount the site's data of tenant {tenant} on ({reason}); a read-only root cannot get one: add /srv/site to the image (images/wordpress has it), or give the container a writable root (root.readonly false: an overlay)")]
-    NoSiteMountPoint {
-        image: String,
-        tenant: String,
-        reason: String,
-    },
-
     #[error("mounting the EROFS image {file} of image {image}: {log}")]
     Erofs {
         image: String,

@@ -40,6 +40,49 @@ fn is_erofs(path: &Path) -> bool {
     rc == 0 && st.f_type as i64 == EROFS_SUPER_MAGIC_V1
 }
 
+/// Whether a read-only root can be the image's EROFS: `None` if every mount point the config
+/// needs (its mounts' destinations, then /srv/site) exists in the image, else the first one
+/// missing. An EROFS cannot get a new directory; the overlay can make it in its upper layer.
+/// A destination on an earlier mount of the config needs nothing from the image (a tmpfs at
+/// /run makes /run/mysqld possible). Symlinks of the image are resolved inside it, as the
+/// runtime resolves destinations.
+pub fn missing_mount_point(image_rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Option<String> {
+    let root = match sys::open_dir(image_rootfs, libc::O_PATH) {
+        Ok(fd) => fd,
+        Err(_) => return Some("/".into()),
+    };
+    let mut mounted: Vec<String> = Vec::new();
+    let wanted = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| m.destination().to_string_lossy().into_owned())
+        .chain(std::iter::once(format!("/{}", crate::SITE_MOUNT)));
+    for dest in wanted {
+        let dest = format!("/{}", dest.trim_matches('/'));
+        let on_earlier = mounted
+            .iter()
+            .any(|m| dest == *m || m == "/" || dest.starts_with(&format!("{m}/")));
+        if !on_earlier {
+            let rel = dest.trim_start_matches('/');
+            let found = rel.is_empty()
+                || sys::openat2(
+                    root.as_fd(),
+                    rel,
+                    libc::O_PATH,
+                    0,
+                    libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+                )
+                .is_ok();
+            if !found {
+                return Some(dest);
+            }
+        }
+        mounted.push(dest);
+    }
+    None
+}
+
 /// A detached, non-recursive clone of the EROFS mount of `image`, mounting it first if it is
 /// not mounted (making the EROFS file first if the image has none yet).
 pub fn clone(state: &Path, image: &ImageRef) -> Result<OwnedFd> {

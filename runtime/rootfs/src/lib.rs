@@ -217,20 +217,7 @@ impl TenantRootfs {
         };
         let _span = info_span!("tenant", name = %req.tenant, site = %req.site).entered();
         let (tenant, _volume) = Tenants::new(&self.state).ensure_mounted(&req.tenant)?;
-        let image = image_ref::resolve(&self.state, &req.image)?;
-        if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
-            // Checked here, before anything is made: a read-only root cannot get its
-            // /srv/site later (the EROFS is made from this tree, so it has what it has).
-            let root = sys::open_dir(&image.rootfs, libc::O_PATH)
-                .map_err(RootfsError::io("open image", &image.rootfs))?;
-            beneath::open_dir(root.as_fd(), &image.rootfs, SITE_MOUNT).map_err(|e| {
-                RootfsError::NoSiteMountPoint {
-                    image: image.name.clone(),
-                    tenant: req.tenant.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        }
+        image_ref::resolve(&self.state, &req.image)?;
         spec::force_user_namespace(spec, &req.tenant, tenant.uid_base)?;
         let mut root = spec.root().clone().unwrap_or_default();
         root.set_path(self.mount_point(id, runtime_root));
@@ -280,12 +267,23 @@ impl TenantRootfs {
         })?;
 
         clock.step("record");
-        // root.readonly: the image's EROFS, no overlay (image_root.rs); else an overlay
+        // root.readonly: the image's EROFS, no overlay (image_root.rs), if the image has
+        // every mount point the config needs; else an overlay, which can make them
         let readonly = spec
             .root()
             .as_ref()
             .and_then(|r| r.readonly())
             .unwrap_or(false);
+        let erofs = readonly && {
+            let missing = image_root::missing_mount_point(&image.rootfs, spec);
+            if let Some(m) = &missing {
+                info!(
+                    "read-only root on an overlay: the image has no {m} to mount on, and an \
+                     EROFS cannot get one"
+                );
+            }
+            missing.is_none()
+        };
         let made = self.mount_steps(
             id,
             runtime_root,
@@ -293,7 +291,7 @@ impl TenantRootfs {
             &tenant,
             &volume,
             &image,
-            readonly,
+            erofs,
             clock,
         );
         if made.is_err() {
@@ -313,7 +311,7 @@ impl TenantRootfs {
         tenant: &sgrun_tenants::TenantRecord,
         volume: &Path,
         image: &image_ref::ImageRef,
-        readonly: bool,
+        erofs: bool,
         mut clock: StepClock,
     ) -> Result<Mounted> {
         let owner = Owner {
@@ -360,11 +358,11 @@ impl TenantRootfs {
         // 4. The tenant's directories, made host-side beneath the volume's root and owned by
         //    the tenant's mapped root. From here on no path string inside the volume is used
         //    again: only these fds, so a symlink the tenant plants later changes nothing.
-        //    A read-only root has no overlay, so no upper and work directories.
+        //    A root on the image's EROFS has no overlay, so no upper and work directories.
         let vol = sys::open_dir(volume, libc::O_PATH)
             .map_err(RootfsError::io("open tenant volume", volume))?;
         let state_rel = format!(".sgrun/rootfs/{}", req.site);
-        let layers = if readonly {
+        let layers = if erofs {
             None
         } else {
             let private = Owner {
@@ -388,7 +386,7 @@ impl TenantRootfs {
         let userns = sys::IdmapNamespace::new(owner.uid, spec::MAP_SIZE).map_err(
             RootfsError::sys("clone(CLONE_NEWUSER)", format!("tenant {}", req.tenant)),
         )?;
-        let image_tree = if readonly {
+        let image_tree = if erofs {
             image_root::clone(&self.state, image)?
         } else {
             sys::open_tree_path(
@@ -466,16 +464,10 @@ impl TenantRootfs {
 
         // 8. /srv/site: the target is resolved beneath the root without symlinks (the
         //    tenant's upper layer could hold a link at /srv/site pointing anywhere). On an
-        //    overlay it is created if the image lacks it, owned by the tenant's root; a
-        //    read-only image must have it.
-        let target = if readonly {
-            beneath::open_dir(root.as_fd(), &mount_point, SITE_MOUNT).map_err(|e| {
-                RootfsError::NoSiteMountPoint {
-                    image: image.name.clone(),
-                    tenant: req.tenant.clone(),
-                    reason: e.to_string(),
-                }
-            })?
+        //    overlay it is created if the image lacks it, owned by the tenant's root; the
+        //    EROFS has it (missing_mount_point checked).
+        let target = if erofs {
+            beneath::open_dir(root.as_fd(), &mount_point, SITE_MOUNT)?
         } else {
             beneath::ensure_dir(root.as_fd(), &mount_point, SITE_MOUNT, owner)?
         };
@@ -486,7 +478,7 @@ impl TenantRootfs {
         clock.step("site");
         fail_point(id, "after-mount")?;
         info!(
-            root = if readonly { "erofs" } else { "overlay" },
+            root = if erofs { "erofs" } else { "overlay" },
             idmap_us = clock.get("idmap"),
             overlay_us = clock.get("overlay"),
             total_us = clock.steps.iter().map(|(_, us)| us).sum::<u128>(),
