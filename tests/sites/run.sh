@@ -6,7 +6,8 @@
 #   1. image (built once into SGRUN_STATE_DIR), two tenants, two sites; bad input refused
 #   2. start both; the proxy routes each domain to its site; WordPress installed over HTTP
 #   3. isolation: neither site sees the other's files, database or sockets
-#   4. a crash (MariaDB killed) is restarted by the shim; a killed shim kills nothing else
+#   4. a crash (MariaDB killed) is restarted by the shim; a killed shim kills nothing else;
+#      a tenant that swaps its socket for a symlink to the other site's gets 503, never that site
 #   5. a stopped site answers "not running" through the proxy, the other one still serves
 #   6. host restart: `site start --all` brings back what was running, not what was stopped
 #   7. a stack that fails to start: the error shows its log; nothing is left; others untouched
@@ -249,6 +250,25 @@ sg site restart --timeout "$start_timeout" "$a" >/dev/null || die "site restart 
 [[ $(state_of "$a") == running && $(http "$(url "$da" /)") == 200 ]] || die "$a did not come back under a new shim"
 shim_pids+=("$(sg site status --json "$a" | jq -r .shim_pid)")
 ok "site restart supervises it again"
+
+# --- 4c. the tenant swaps its socket for a symlink to the other site's ------------------------
+# The socket's directory is the tenant's; the proxy checked the socket when it applied the
+# routes, and sees it without symlinks since (docs/proxy.md "socket_root"): 503, never $b.
+sock_b=$(sg site status --json "$b" | jq -r .http_socket)
+# Then its nginx reloads (HUP), which closes the proxy's idle keep-alive connections to it:
+# the proxy's next request must connect(2) by the path again.
+sg exec "$a" /bin/sh -c "rm -f /run/sgrun-http/http.sock && ln -s '$sock_b' /run/sgrun-http/http.sock && kill -HUP \$(cat /run/nginx.pid)" ||
+    die "the tenant of $a could not replace its socket (the test needs it to)"
+sleep 0.5
+code=$(http "$(url "$da" /)")
+[[ $code == 503 ]] && ! grep -qF "$title_b" "$work/body" ||
+    die "after $a swapped its socket for a symlink to $b's, $da answered $code ($(grep -o '<title>[^<]*' "$work/body" | head -n 1)): $(head -c 200 "$work/body")"
+[[ $(http "$(url "$db" /)") == 200 ]] && grep -qF "$title_b" "$work/body" || die "$db stopped serving"
+sg site restart --timeout "$start_timeout" "$a" >/dev/null || die "site restart $a after the swap"
+code=$(http "$(url "$da" /)")
+[[ $code == 200 ]] && grep -qF "$title_a" "$work/body" || die "$a did not come back after the swap: HTTP $code"
+shim_pids+=("$(sg site status --json "$a" | jq -r .shim_pid)")
+ok "a socket swapped for a symlink to $b's is not followed by the proxy (503); a restart brings $a back"
 
 # --- 5. a stopped site -----------------------------------------------------------------------
 sg site stop "$b" >/dev/null || die "site stop $b"

@@ -63,6 +63,8 @@ pub enum ProxyCommand {
 
 fn proxy(ctx: &Ctx, listen: Vec<SocketAddr>) -> Proxy {
     let mut cfg = ProxyConfig::new(ctx.state_dir.join("proxy"), ctx.root.join(".proxy"));
+    // every site's HTTP socket is beneath it: nginx sees it without symlinks (docs/proxy.md)
+    cfg.socket_root = Some(sgrun_sites::Layout::new(ctx.state_dir, ctx.root).run);
     if !listen.is_empty() {
         cfg.listen = listen;
     }

@@ -88,6 +88,13 @@ pub struct ProxyConfig {
     /// On tmpfs: pid file, temp paths. Must be searchable by www-data (the workers).
     pub run_dir: PathBuf,
     pub nginx: PathBuf,
+    /// The directory every upstream socket lives beneath (sgrun's sites: `<root>/.sites`).
+    /// nginx runs in a mount namespace of its own where this directory is mounted
+    /// `nosymfollow`: a tenant that swaps its site's socket for a symlink after the routes
+    /// were checked (the socket's directory is the tenant's) gets a 502, never another
+    /// socket. `None`: nginx follows symlinks there (only for tests that show the hole).
+    #[serde(default)]
+    pub socket_root: Option<PathBuf>,
 }
 
 impl ProxyConfig {
@@ -98,6 +105,7 @@ impl ProxyConfig {
             state_dir: state_dir.into(),
             run_dir: run_dir.into(),
             nginx: PathBuf::from(DEFAULT_NGINX),
+            socket_root: None,
         }
     }
 
@@ -580,7 +588,13 @@ impl Proxy {
     /// Start the master and wait for its pid file; on any failure leave nothing running.
     fn launch(&self, nginx: &Path) -> Result<i32> {
         let l = &self.layout;
-        let (ok, stderr) = nginx::launch(nginx, &l.conf, &l.state_dir, &l.start_err)?;
+        let (ok, stderr) = nginx::launch(
+            nginx,
+            &l.conf,
+            &l.state_dir,
+            &l.start_err,
+            self.cfg.socket_root.as_deref(),
+        )?;
         if !stderr.is_empty() {
             warn!(%stderr, "nginx said on start");
         }

@@ -2,6 +2,7 @@
 //! process through /proc (the pid in a pid file may since belong to something else).
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,10 +106,24 @@ pub(crate) fn launch(
     conf: &Path,
     prefix: &Path,
     err_file: &Path,
+    socket_root: Option<&Path>,
 ) -> Result<(bool, String)> {
     let errf = fs::File::create(err_file).map_err(ProxyError::io("create", err_file))?;
     let mut cmd = Command::new(nginx);
     base_args(&mut cmd, conf, prefix);
+    if let Some(root) = socket_root {
+        // 0711 like sgrun's run directories: traversable, not listable (only new ones get it)
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o711)
+            .create(root)
+            .map_err(ProxyError::io("create", root))?;
+        let root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+            .map_err(|_| ProxyError::io("use", root)(std::io::ErrorKind::InvalidInput.into()))?;
+        // SAFETY: the closure runs between fork and exec and only makes system calls on
+        // memory prepared before the fork (no allocation, no lock).
+        unsafe {
+            cmd.pre_exec(move || nosymfollow_view(&root));
+        }
+    }
     let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -118,6 +133,63 @@ pub(crate) fn launch(
     let raw = fs::read(err_file).unwrap_or_default();
     let _ = fs::remove_file(err_file);
     Ok((status.success(), clean_stderr(&raw)))
+}
+
+/// In the child, before nginx runs: a mount namespace of its own (the master and its workers
+/// keep it; the host's is untouched), where `root` is a bind of itself with
+/// MOUNT_ATTR_NOSYMFOLLOW, recursively. Path lookups that meet a symlink on that mount fail
+/// with ELOOP, so a worker's connect(2) reaches a socket only by its real path. Private
+/// first, so that the bind does not propagate to the host. Between fork and exec: system
+/// calls only.
+fn nosymfollow_view(root: &std::ffi::CStr) -> std::io::Result<()> {
+    let check = |rc: libc::c_long| {
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: plain system calls with valid NUL-terminated paths (or NULL where the kernel
+    // ignores them) and a valid mount_attr.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS).into())?;
+        let none = std::ptr::null();
+        check(
+            libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+            .into(),
+        )?;
+        check(
+            libc::mount(
+                root.as_ptr(),
+                root.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+            .into(),
+        )?;
+        let attr = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_NOSYMFOLLOW,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        check(libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            root.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        ))?;
+    }
+    Ok(())
 }
 
 /// A process's state letter and parent from /proc/PID/stat (the name field may hold spaces and

@@ -338,6 +338,7 @@ fn without_validation_a_socket_path_injects_a_server_block() {
         state_dir: dir.join("state"),
         run_dir: dir.join("run"),
         nginx: PathBuf::from(NGINX),
+        socket_root: None,
     };
     for d in [
         &cfg.state_dir,
@@ -394,6 +395,7 @@ fn start_unchecked(dir: &std::path::Path, routes: &[Route]) -> (NginxGuard, u16)
         state_dir: dir.join("state"),
         run_dir: dir.join("run"),
         nginx: PathBuf::from(NGINX),
+        socket_root: None,
     };
     for d in [
         &cfg.state_dir,
@@ -443,6 +445,51 @@ fn a_symlinked_socket_is_refused() {
     let (_guard, port) = start_unchecked(&env.dir.path().join("unchecked"), &routes);
     let r = get(port, "evil.example.com", "/").unwrap();
     assert!(r.body.starts_with("site=t/victim "), "{r:?}");
+}
+
+/// The socket's directory is the tenant's: after the routes were checked it can swap its
+/// socket for a symlink to another site's. nginx, in its own mount namespace where the
+/// socket root is `nosymfollow`, does not follow it (503, "not running"); the weakened twin
+/// (no socket root)
+/// serves the victim's site, which is the hole this closes.
+#[test]
+fn a_socket_swapped_for_a_symlink_later_is_not_followed() {
+    for nosymfollow in [true, false] {
+        let env = if nosymfollow {
+            Env::new()
+        } else {
+            Env::following_symlinks()
+        };
+        let victim_sock = env.socket("victim");
+        let _victim = Upstream::start(&victim_sock, "t/victim");
+        let evil_sock = env.socket("evil");
+        let evil = Upstream::start(&evil_sock, "evil/site");
+        let routes = [
+            Route::new("evil.example.com", &evil_sock, "evil/site"),
+            Route::new("v.example.com", &victim_sock, "t/victim"),
+        ];
+        let applied = env.proxy.start(&routes).unwrap();
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        let r = env.get("evil.example.com", "/");
+        assert!(r.body.starts_with("site=evil/site "), "{r:?}");
+        // the swap, as the tenant's root inside its site could do it
+        drop(evil);
+        let _ = fs::remove_file(&evil_sock);
+        std::os::unix::fs::symlink(&victim_sock, &evil_sock).unwrap();
+        let r = env.get("evil.example.com", "/");
+        if nosymfollow {
+            // connect(2) fails (ELOOP): the proxy's answer for a site that is down
+            assert_eq!(r.status, 503, "{r:?}");
+            assert!(r.body.contains("is not running"), "{r:?}");
+            // the victim itself still serves, through its real path
+            let v = env.get("v.example.com", "/");
+            assert!(v.body.starts_with("site=t/victim "), "{v:?}");
+        } else {
+            assert!(r.body.starts_with("site=t/victim "), "weakened: {r:?}");
+        }
+        // the host's own view is untouched: the symlink resolves here
+        assert!(fs::metadata(&evil_sock).is_ok());
+    }
 }
 
 /// With an IPv6 loopback (as here), the default listen list has [::1] too and nginx serves

@@ -46,6 +46,15 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        Env::build(true)
+    }
+
+    /// The weakened twin: no `socket_root`, so nginx follows symlinks to the sockets.
+    pub fn following_symlinks() -> Env {
+        Env::build(false)
+    }
+
+    fn build(nosymfollow: bool) -> Env {
         let dir = tempfile::Builder::new().prefix("sgp").tempdir().unwrap();
         // tempdir makes 0700; the workers must get through to the sockets and temp paths.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -55,6 +64,8 @@ impl Env {
             state_dir: dir.path().join("state"),
             run_dir: dir.path().join("run"),
             nginx: PathBuf::from(NGINX),
+            // the sockets of Env::socket, as sgrun's CLI gives <root>/.sites
+            socket_root: nosymfollow.then(|| dir.path().join("sites")),
         };
         Env {
             dir,
