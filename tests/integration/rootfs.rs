@@ -257,6 +257,19 @@ impl Drop for RootfsEnv {
     }
 }
 
+/// The container's mountinfo (as `cat` inside printed it) and its line for "/".
+fn root_mount(c: &Container) -> (Out, String) {
+    let mi = c.exec(&[], &["cat", "/proc/self/mountinfo"]);
+    mi.ok();
+    let line = mi
+        .stdout
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no / in {mi}"))
+        .to_string();
+    (mi, line)
+}
+
 fn host_pid_stat(pid: i32, path: &str) -> fs::Metadata {
     let p = format!("/proc/{pid}/root{path}");
     fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {p}: {e}"))
@@ -326,13 +339,7 @@ fn tenant_container_runs_on_the_idmapped_overlay() {
     assert!(xattrs.contains("user.overlay.opaque"), "{xattrs}");
 
     // mountinfo inside names no host path: not the base, the state dir or the test dir.
-    let mi = c.exec(&[], &["cat", "/proc/self/mountinfo"]);
-    mi.ok();
-    let root_line = mi
-        .stdout
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some("/"))
-        .unwrap_or_else(|| panic!("no / in {mi}"));
+    let (mi, root_line) = root_mount(&c);
     assert!(root_line.contains(" - overlay "), "{root_line}");
     assert!(
         root_line.contains("lowerdir+=/,upperdir=/upper,workdir=/work"),
@@ -799,14 +806,7 @@ fn read_only_root_is_the_images_erofs_shared_by_tenants() {
     // read-only root then is an overlay, as a writable one, which makes it. The same for any
     // mount point of the config the image lacks.
     let root_fs = |c: &Container| {
-        let mi = c.exec(&[], &["cat", "/proc/self/mountinfo"]);
-        mi.ok();
-        let line = mi
-            .stdout
-            .lines()
-            .find(|l| l.split(' ').nth(4) == Some("/"))
-            .unwrap_or_else(|| panic!("no / in {mi}"))
-            .to_string();
+        let (_, line) = root_mount(c);
         line.split(" - ")
             .nth(1)
             .unwrap()
@@ -840,13 +840,7 @@ fn read_only_root_is_the_images_erofs_shared_by_tenants() {
     assert_eq!(root_fs(&c), "erofs");
 
     // The root: erofs, idmapped, its root field "/", its source no host path.
-    let mi = c.exec(&[], &["cat", "/proc/self/mountinfo"]);
-    mi.ok();
-    let root_line = mi
-        .stdout
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some("/"))
-        .unwrap_or_else(|| panic!("no / in {mi}"));
+    let (mi, root_line) = root_mount(&c);
     assert!(root_line.contains(" - erofs /proc/self/fd/"), "{root_line}");
     assert_eq!(root_line.split(' ').nth(3), Some("/"), "{root_line}");
     assert!(root_line.contains("idmapped"), "{root_line}");

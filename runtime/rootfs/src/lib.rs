@@ -410,15 +410,7 @@ impl TenantRootfs {
         let idmap_child = userns.release();
         clock.step("idmap");
 
-        let site_tree = sys::open_tree(
-            site.as_fd(),
-            "",
-            libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32,
-        )
-        .map_err(RootfsError::sys(
-            "open_tree",
-            volume.join(&site_rel).display(),
-        ))?;
+        let site_tree = clone_dir(site.as_fd(), &volume.join(&site_rel))?;
 
         let root = match &layers {
             None => image_tree,
@@ -430,16 +422,8 @@ impl TenantRootfs {
                 //    workdir=/work`: no host path. Upper and work come from one clone because
                 //    overlayfs wants them on the same mount.
                 let lower = beneath::open_dir(image_tree.as_fd(), &image.rootfs, ".")?;
-                let layers_tree = sys::open_tree(
-                    layers.as_fd(),
-                    "",
-                    libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32,
-                )
-                .map_err(RootfsError::sys(
-                    "open_tree",
-                    volume.join(&state_rel).display(),
-                ))?;
                 let layers_path = volume.join(&state_rel);
+                let layers_tree = clone_dir(layers.as_fd(), &layers_path)?;
                 let upper = beneath::open_dir(layers_tree.as_fd(), &layers_path, "upper")?;
                 let work = beneath::open_dir(layers_tree.as_fd(), &layers_path, "work")?;
                 clock.step("layers");
@@ -563,6 +547,13 @@ impl TenantRootfs {
         debug!("root filesystem released");
         Ok(())
     }
+}
+
+/// A detached clone of the directory `dir` (a bind mount not attached anywhere yet); `path`
+/// names it in errors.
+fn clone_dir(dir: std::os::fd::BorrowedFd, path: &Path) -> Result<OwnedFd> {
+    sys::open_tree(dir, "", libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32)
+        .map_err(RootfsError::sys("open_tree", path.display()))
 }
 
 /// Create `path` with `data`, failing if it exists.
